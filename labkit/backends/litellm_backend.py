@@ -1,0 +1,175 @@
+"""Every remote provider, through litellm. Imported lazily: `import labkit` and cache hits never
+pay for litellm's import, and `LITELLM_LOCAL_MODEL_COST_MAP` keeps that import off the network.
+
+Always streams, so time to first token is measured; the chunks are rebuilt into one response
+for usage (cached tokens included) and litellm's price map gives the cost. litellm's own
+retries are switched off: the policy layer owns retrying, so every attempt is traced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..errors import (
+    AuthError,
+    BadRequest,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from ..types import Completion, Message, Request, Usage
+
+__all__ = ["LiteLLMBackend", "import_litellm", "litellm_model_info"]
+
+
+def import_litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def litellm_model_info(model: str) -> dict[str, Any]:
+    """litellm's capabilities and prices for `model`, as ModelInfo fields ({} when unknown)."""
+    litellm = import_litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return {}
+    return {
+        "context_window": info.get("max_input_tokens") or info.get("max_tokens"),
+        "max_output_tokens": info.get("max_output_tokens"),
+        "json_mode": bool(info.get("supports_response_schema")) or None,
+        "input_cost_per_token": info.get("input_cost_per_token"),
+        "output_cost_per_token": info.get("output_cost_per_token"),
+    }
+
+
+class LiteLLMBackend:
+    name = "litellm"
+
+    async def generate(self, request: Request) -> Completion:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "num_retries": 0,
+            "max_retries": 0,
+            **request.params,
+            **{k: v for k, v in request.transport.items() if v is not None},
+        }
+        if request.json_mode:
+            kwargs["response_format"] = (
+                {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": request.json_schema},
+                }
+                if request.json_schema
+                else {"type": "json_object"}
+            )
+        start = time.perf_counter()
+        ttft: float | None = None
+        chunks: list[Any] = []
+        try:
+            stream = await litellm.acompletion(**kwargs)
+            async for chunk in stream:
+                if ttft is None and _has_content(chunk):
+                    ttft = time.perf_counter() - start
+                chunks.append(chunk)
+            if not chunks:
+                raise ProviderUnavailable(
+                    "malformed or empty response: the stream carried no chunks", model=request.model
+                )
+            full = litellm.stream_chunk_builder(chunks, messages=request.messages)
+            if full is None:
+                raise ProviderUnavailable("empty stream: no chunks received", model=request.model)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise _classify(exc, request.model) from exc
+        latency = time.perf_counter() - start
+        usage = getattr(full, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
+        try:
+            cost = float(
+                litellm.completion_cost(completion_response=full, model=request.model) or 0.0
+            )
+        except Exception:
+            cost = 0.0
+        choice = full.choices[0]
+        return Completion(
+            text=choice.message.content or "",
+            model=request.model,
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                cached_tokens=cached,
+            ),
+            cost_usd=cost,
+            latency_s=latency,
+            ttft_s=ttft if ttft is not None else latency,
+            finish_reason=choice.finish_reason,
+            raw=full.model_dump(mode="json"),
+        )
+
+    def count_tokens(self, model: str, messages: list[Message]) -> int | None:
+        litellm = import_litellm()
+        try:
+            return int(litellm.token_counter(model=model, messages=messages))
+        except Exception:
+            return None
+
+
+def _has_content(chunk: Any) -> bool:
+    try:
+        return bool(chunk.choices and chunk.choices[0].delta.content)
+    except AttributeError:
+        return False
+
+
+def _headers(exc: Any) -> dict[str, str]:
+    for attr in ("litellm_response_headers", "headers"):
+        h = getattr(exc, attr, None)
+        if h:
+            return {str(k).lower(): str(v) for k, v in dict(h).items()}
+    response = getattr(exc, "response", None)
+    h = getattr(response, "headers", None)
+    return {str(k).lower(): str(v) for k, v in dict(h).items()} if h else {}
+
+
+def _classify(exc: Exception, model: str) -> ProviderError:
+    """Map litellm/openai/httpx exceptions onto labkit's retryable / non-retryable types."""
+    from ..resilience import retry_after_from_headers
+
+    litellm = import_litellm()
+    status = getattr(exc, "status_code", None)
+    message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    kw: dict[str, Any] = {"model": model, "status": status, "raw": type(exc).__name__}
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return BadRequest(f"context window exceeded: {message}", **kw)
+    if isinstance(exc, litellm.RateLimitError) or status == 429:
+        return RateLimited(message, retry_after=retry_after_from_headers(_headers(exc)), **kw)
+    if isinstance(exc, litellm.Timeout) or "timeout" in type(exc).__name__.lower():
+        return ProviderTimeout(message, **kw)
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError) or status in (
+        401,
+        403,
+    ):
+        return AuthError(f"{message}. Check the API key environment variable for this model.", **kw)
+    if isinstance(exc, litellm.BadRequestError | litellm.NotFoundError) or status in (
+        400,
+        404,
+        422,
+    ):
+        return BadRequest(message, **kw)
+    # 5xx, connection errors, malformed bodies and anything unexpected: worth another try.
+    return ProviderUnavailable(message, **kw)

@@ -1,0 +1,542 @@
+"""The one call path. Every generation — a notebook cell, a grid run, a judge, production code —
+goes through `Client.agenerate`, in this order:
+
+    build messages -> resolve alias (profile, A/B) -> cache lookup -> [policy: fallback chain x
+    retries x breaker x rate limits -> fit context -> backend -> parse -> trace the attempt]
+    -> cache store
+
+A cache hit is answered in the caller's thread without touching the event loop, litellm or the
+model, and still leaves a trace row. Misses run on the client's own event-loop thread, so
+`generate()` works the same in a script and inside Jupyter's already-running loop, and the
+policy's async primitives always live on one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .cache import Cache, cache_key
+from .context import check_fit, count_tokens
+from .errors import ConfigError, ContextOverflow, InputError, ProviderError
+from .models import Registry, Resolution
+from .prompts import build_messages
+from .redact import Redactor
+from .resilience import Policy
+from .tracing import TraceStore, new_id
+from .types import OUTPUT_PARAMS, Completion, Event, Message, Request
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .backends.base import Backend
+    from .structured import SchemaLike
+
+__all__ = ["CacheMode", "Client", "configure", "default_client"]
+
+CacheMode = Literal["use", "refresh", "off"]
+TRANSPORT_PARAMS = frozenset(
+    {"timeout", "api_base", "base_url", "api_key", "extra_headers", "api_version"}
+)
+
+
+class _Prepared:
+    """Everything known before any I/O: what to ask, of which model, under which cache key."""
+
+    __slots__ = (
+        "call_id",
+        "json_schema",
+        "key",
+        "messages",
+        "meta",
+        "params",
+        "resolution",
+        "sample",
+        "schema",
+        "transport",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    call_id: str
+    messages: list[Message]
+    params: dict[str, Any]
+    transport: dict[str, Any]
+    schema: Any
+    json_schema: dict[str, Any] | None
+    resolution: Resolution
+    sample: int
+    key: str
+    meta: dict[str, Any]
+
+
+class _Runner:
+    """A private event loop on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="labkit-loop", daemon=True
+        )
+        self.thread.start()
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+
+class Client:
+    """Holds the registry, cache, trace store, policy and backends of one project."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry | str | Path | None = None,
+        cache_dir: str | Path | None = ".labkit/cache",
+        traces: str | Path = ".labkit/traces.db",
+        redact: Redactor | None = None,
+        profile: str | None = None,
+        policy: Policy | None = None,
+        backends: Mapping[str, Backend] | None = None,
+    ) -> None:
+        self._registry = registry if isinstance(registry, Registry) else None
+        self._registry_path = None if isinstance(registry, Registry) else registry
+        self.cache = Cache(cache_dir) if cache_dir is not None else None
+        self.tracer = TraceStore(traces, redact)
+        self.profile = profile
+        self._policy = policy
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._runner: _Runner | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.load(self._registry_path, profile=self.profile)
+        return self._registry
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            self._policy = Policy(self.registry.policy)
+        return self._policy
+
+    def add_backend(self, prefix: str, backend: Backend) -> None:
+        """Route model ids starting with `prefix/` to `backend` (e.g. a `labkit.testing.FakeBackend`)."""
+        self._backends[prefix] = backend
+
+    def backend_for(self, model: str) -> Backend:
+        prefix = model.split("/", 1)[0]
+        if prefix in self._backends:
+            return self._backends[prefix]
+        kind = self.registry.info(model).backend
+        if kind not in self._backends:
+            if kind == "local":
+                from .backends.local import LocalBackend
+
+                self._backends["local"] = LocalBackend()
+            elif kind == "litellm":
+                from .backends.litellm_backend import LiteLLMBackend
+
+                self._backends["litellm"] = LiteLLMBackend()
+            else:
+                raise ConfigError(
+                    f"no backend registered for {model!r}; call client.add_backend({kind!r}, "
+                    "labkit.testing.FakeBackend(...)) first"
+                )
+        return self._backends[kind]
+
+    def _run_sync(self, coro: Any) -> Any:
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = _Runner()
+        if threading.current_thread() is self._runner.thread:
+            coro.close()
+            raise RuntimeError(
+                "labkit: call `await client.agenerate(...)` inside labkit's own loop"
+            )
+        fut = self._runner.submit(coro)
+        try:
+            return fut.result()
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+
+    async def _run_async(self, coro: Any) -> Any:
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = _Runner()
+        try:
+            if asyncio.get_running_loop() is self._runner.loop:
+                return await coro
+        except RuntimeError:
+            pass
+        return await asyncio.wrap_future(self._runner.submit(coro))
+
+    # -------------------------------------------------------------- the path
+    def prepare(
+        self,
+        prompt: str | None = None,
+        *,
+        model: str | None = None,
+        messages: list[Message] | None = None,
+        template: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        system: str | None = None,
+        schema: SchemaLike | None = None,
+        confidence: bool = True,
+        sample: int = 0,
+        profile: str | None = None,
+        ab_key: str | None = None,
+        run_id: str | None = None,
+        item_id: str | None = None,
+        parent_id: str | None = None,
+        **params: Any,
+    ) -> _Prepared:
+        """Validate the arguments and work out the request; no I/O, nothing sent."""
+        unknown = set(params) - OUTPUT_PARAMS - TRANSPORT_PARAMS
+        if unknown:
+            raise InputError(
+                f"unknown generation parameter(s) {sorted(unknown)}; supported: "
+                f"{sorted(OUTPUT_PARAMS | TRANSPORT_PARAMS)}"
+            )
+        if not isinstance(sample, int) or sample < 0:
+            raise InputError(
+                f"sample must be a non-negative int (the repeat index), got {sample!r}"
+            )
+        msgs = build_messages(
+            prompt, messages=messages, template=template, variables=variables, system=system
+        )
+        res = self.registry.resolve(
+            model, profile=profile or self.profile, ab_key=ab_key or item_id or str(msgs)
+        )
+        json_schema = None
+        if schema is not None:
+            from .structured import json_instructions, response_format
+
+            json_schema = response_format(schema, confidence=confidence).get("schema")
+            msgs = _append_instructions(msgs, json_instructions(schema, confidence=confidence))
+        out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
+        merged = {**res.info.params, **out_params}
+        req = Request(
+            model=res.model,
+            messages=msgs,
+            params=merged,
+            json_schema=json_schema,
+            json_mode=bool(json_schema is not None and res.info.json_mode),
+            sample=sample,
+        )
+        return _Prepared(
+            call_id=new_id(),
+            messages=msgs,
+            params=out_params,
+            transport={k: v for k, v in params.items() if k in TRANSPORT_PARAMS},
+            schema=schema,
+            json_schema=json_schema,
+            resolution=res,
+            sample=sample,
+            key=cache_key(req),
+            meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
+        )
+
+    def lookup(self, p: _Prepared) -> Completion | None:
+        """The cache-hit path: stored completion, flagged, parsed and traced; None on a miss."""
+        if self.cache is None:
+            return None
+        hit = self.cache.get(p.key)
+        if hit is None:
+            return None
+        hit.cache_hit = True
+        hit.trace_id = p.call_id
+        hit.alias = p.resolution.alias
+        hit.cache_key = p.key
+        repairs = None
+        if p.schema is not None:
+            hit.parsed = _parse(hit.text, p.schema)
+            repairs = hit.parsed.repair_steps
+        self.tracer.record(
+            kind="cache_hit",
+            call_id=p.call_id,
+            status="hit",
+            **p.meta,
+            alias=p.resolution.alias,
+            model=hit.model,
+            attempt=0,
+            prompt=p.messages,
+            response=hit.text,
+            params=p.params,
+            prompt_tokens=hit.usage.prompt_tokens,
+            completion_tokens=hit.usage.completion_tokens,
+            cached_tokens=hit.usage.cached_tokens,
+            cost_usd=hit.cost_usd,
+            latency_s=hit.latency_s,
+            ttft_s=hit.ttft_s,
+            cache_hit=True,
+            cache_key=p.key,
+            parse_ok=hit.parsed.ok if hit.parsed else None,
+            repairs=repairs,
+        )
+        return hit
+
+    async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
+        """The miss path: policy around backend attempts; stores the answer in the cache."""
+        res = p.resolution
+        last_ctx: dict[str, int | None] = {}
+
+        def emit(event: Event) -> None:
+            self.tracer.record(
+                kind="event",
+                call_id=p.call_id,
+                status="event",
+                **p.meta,
+                alias=res.alias,
+                model=event.model,
+                event=event.kind.value,
+                meta=event.detail,
+                breaker_state=event.detail.get("to") if event.kind.value == "breaker" else None,
+            )
+
+        async def attempt(model: str, n: int) -> Completion:
+            info = self.registry.info(model)
+            params = {**info.params, **p.params}
+            transport = dict(p.transport)
+            if info.api_base and "api_base" not in transport:
+                transport["api_base"] = info.api_base
+            if info.api_key_env and "api_key" not in transport:
+                import os
+
+                transport["api_key"] = os.environ.get(info.api_key_env)
+            req = Request(
+                model=model,
+                messages=p.messages,
+                params=params,
+                json_schema=p.json_schema,
+                json_mode=bool(p.json_schema is not None and info.json_mode),
+                sample=p.sample,
+                transport=transport,
+            )
+            backend = self.backend_for(model)
+            started = time.perf_counter()
+            ctx_tokens = ctx_limit = None
+            try:
+                ctx_tokens, ctx_limit = self._fit(backend, req, emit)
+                last_ctx.update(tokens=ctx_tokens, limit=ctx_limit)
+                done = await backend.generate(req)
+            except (ProviderError, ContextOverflow) as exc:
+                self._trace_attempt(
+                    p,
+                    model,
+                    n,
+                    req,
+                    None,
+                    exc,
+                    time.perf_counter() - started,
+                    ctx_tokens,
+                    ctx_limit,
+                )
+                raise
+            except Exception as exc:  # a backend bug must still leave its trace row
+                self._trace_attempt(
+                    p,
+                    model,
+                    n,
+                    req,
+                    None,
+                    exc,
+                    time.perf_counter() - started,
+                    ctx_tokens,
+                    ctx_limit,
+                )
+                raise
+            done.cache_key = cache_key(req)
+            if p.schema is not None:
+                done.parsed = _parse(done.text, p.schema)
+            self._trace_attempt(p, model, n, req, done, None, done.latency_s, ctx_tokens, ctx_limit)
+            return done
+
+        done, attempts = await self.policy.execute(res.chain, attempt, emit=emit)
+        done.attempts = attempts
+        done.alias = res.alias
+        done.trace_id = p.call_id
+        if self.cache is not None and cache != "off" and done.cache_key:
+            self.cache.set(done.cache_key, done)
+        return done
+
+    def _fit(
+        self, backend: Backend, req: Request, emit: Callable[[Event], None]
+    ) -> tuple[int | None, int | None]:
+        caps = self.registry.capabilities(req.model)
+        if caps.context_window is None:
+            return None, None
+        tokens = count_tokens(
+            req.model, req.messages, counter=lambda m: backend.count_tokens(req.model, m)
+        )
+        max_tokens = int(req.params.get("max_tokens") or 0)
+        fit = check_fit(req.model, tokens, max_tokens, caps.context_window, caps.max_output_tokens)
+        if not fit.fits:
+            raise ContextOverflow(req.model, tokens, max_tokens, caps.context_window)
+        if fit.near_limit:
+            from .types import EventKind
+
+            emit(
+                Event(
+                    kind=EventKind.CONTEXT,
+                    model=req.model,
+                    detail={
+                        "tokens": tokens,
+                        "max_tokens": max_tokens,
+                        "limit": caps.context_window,
+                    },
+                )
+            )
+        return tokens, caps.context_window
+
+    def _trace_attempt(
+        self,
+        p: _Prepared,
+        model: str,
+        n: int,
+        req: Request,
+        done: Completion | None,
+        exc: BaseException | None,
+        latency: float,
+        ctx_tokens: int | None,
+        ctx_limit: int | None,
+    ) -> None:
+        state = self.policy.breaker_states().get(model, {}).get("state")
+        common: dict[str, Any] = dict(
+            kind="attempt",
+            call_id=p.call_id,
+            **p.meta,
+            alias=p.resolution.alias,
+            model=model,
+            attempt=n,
+            prompt=req.messages,
+            params=req.params,
+            cache_hit=False,
+            context_tokens=ctx_tokens,
+            context_limit=ctx_limit,
+            breaker_state=state,
+        )
+        if done is None:
+            assert exc is not None
+            self.tracer.record(
+                **common,
+                status="error",
+                latency_s=latency,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                meta={"status_code": getattr(exc, "status", None)},
+            )
+            return
+        self.tracer.record(
+            **common,
+            status="ok",
+            response=done.text,
+            cache_key=done.cache_key,
+            prompt_tokens=done.usage.prompt_tokens,
+            completion_tokens=done.usage.completion_tokens,
+            cached_tokens=done.usage.cached_tokens,
+            cost_usd=done.cost_usd,
+            latency_s=done.latency_s,
+            ttft_s=done.ttft_s,
+            parse_ok=done.parsed.ok if done.parsed else None,
+            repairs=done.parsed.repair_steps if done.parsed else None,
+            meta={"finish_reason": done.finish_reason},
+        )
+
+    # ------------------------------------------------------------ public API
+    async def agenerate(
+        self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any
+    ) -> Completion:
+        """Async `generate`; see there."""
+        p = self.prepare(prompt, **kwargs)
+        _check_cache_mode(cache)
+        if cache == "use" and (hit := self.lookup(p)) is not None:
+            return hit
+        result: Completion = await self._run_async(self.execute(p, cache))
+        return result
+
+    def generate(
+        self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any
+    ) -> Completion:
+        """Generate one completion through the cached, traced, policy-wrapped call path.
+
+        Ask with `prompt=`, `template=` + `variables=` (`{{name}}` placeholders) or `messages=`.
+        `model` is an alias or 'provider/model' id (default: the local SmolLM2 model);
+        `schema` (pydantic model, JSON Schema or {field: type}) asks for JSON and parses it;
+        `sample` is the repeat index; `cache` is "use", "refresh" (ignore, then overwrite) or
+        "off". Output parameters (temperature, max_tokens, ...) go in as keywords.
+        """
+        p = self.prepare(prompt, **kwargs)
+        _check_cache_mode(cache)
+        if cache == "use" and (hit := self.lookup(p)) is not None:
+            return hit
+        result: Completion = self._run_sync(self.execute(p, cache))
+        return result
+
+    def traces(self, **filters: Any) -> pd.DataFrame:
+        """Trace rows as a DataFrame; filters: run_id, call_id, model, kind, status,
+        cache_hit, errors, since, limit."""
+        return self.tracer.query(**filters)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.loop.call_soon_threadsafe(self._runner.loop.stop)
+            self._runner = None
+        if self.cache is not None:
+            self.cache.close()
+        self.tracer.close()
+
+
+def _check_cache_mode(cache: str) -> None:
+    if cache not in ("use", "refresh", "off"):
+        raise InputError(f"cache must be 'use', 'refresh' or 'off', got {cache!r}")
+
+
+def _append_instructions(messages: list[Message], text: str) -> list[Message]:
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m["role"] == "user" and isinstance(m.get("content"), str):
+            m["content"] = f"{m['content']}\n\n{text}"
+            return out
+    return [*out, {"role": "user", "content": text}]
+
+
+def _parse(text: str, schema: Any) -> Any:
+    from .structured import parse
+
+    return parse(text, schema)
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process-wide client behind `labkit.generate`; created on first use, not at import."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Client()
+    return _default
+
+
+def configure(**kwargs: Any) -> Client:
+    """Replace the default client (cache_dir=, traces=, registry=, profile=, redact=, ...)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = Client(**kwargs)
+    return _default

@@ -1,0 +1,208 @@
+"""The labkit error hierarchy.
+
+Every exception carries the data a caller needs to act on it, and its message names the
+problem and the fix::
+
+    LabkitError
+    ├── ConfigError            a labkit.yaml / exported config / registry entry is wrong
+    │   └── UnknownModel       .name, .suggestions
+    ├── InputError             bad arguments to a call
+    │   ├── TemplateError      .missing (variables without a value)
+    │   └── MessagesError      .index (the malformed message)
+    ├── DatasetError           .path, .problems
+    ├── MissingDependency      .extra, .package (install hint in the message)
+    ├── ProviderError          .model, .status, .retryable, .retry_after, .raw
+    │   ├── RateLimited
+    │   ├── ProviderTimeout
+    │   ├── ProviderUnavailable   (5xx, connection refused, malformed body)
+    │   └── AuthError / BadRequest (never retried)
+    ├── RetryExhausted         .attempts, .last_error, .model
+    ├── CircuitOpen            .model, .retry_in
+    ├── AllModelsFailed        .errors (model -> error), a fallback chain ran out
+    ├── ContextOverflow        .model, .tokens, .max_tokens, .limit
+    └── RepairFailed           .raw, .errors
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AllModelsFailed",
+    "AuthError",
+    "BadRequest",
+    "CircuitOpen",
+    "ConfigError",
+    "ContextOverflow",
+    "DatasetError",
+    "InputError",
+    "LabkitError",
+    "MessagesError",
+    "MissingDependency",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RepairFailed",
+    "RetryExhausted",
+    "TemplateError",
+    "UnknownModel",
+]
+
+
+class LabkitError(Exception):
+    """Root of every error labkit raises on purpose."""
+
+
+class ConfigError(LabkitError):
+    """A configuration file or registry entry is invalid; `where` names the file/field."""
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+
+
+class UnknownModel(ConfigError):
+    def __init__(self, name: str, suggestions: list[str] | None = None, *, known: int = 0) -> None:
+        self.name = name
+        self.suggestions = list(suggestions or [])
+        hint = (
+            f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+            if self.suggestions
+            else ""
+        )
+        super().__init__(
+            f"unknown model or alias {name!r}.{hint} Register it in labkit.yaml under `models:` "
+            "or `aliases:`, or pass a litellm 'provider/model' id such as "
+            "'openai/gpt-4o-mini-2024-07-18'."
+        )
+
+
+class InputError(LabkitError, ValueError):
+    """The arguments of a call are wrong; nothing was sent."""
+
+
+class TemplateError(InputError):
+    def __init__(self, missing: list[str], template: str = "") -> None:
+        self.missing = sorted(missing)
+        self.template = template
+        super().__init__(
+            f"template variable(s) without a value: {', '.join(self.missing)}. "
+            f"Pass them in variables={{...}} (or add the dataset column(s))."
+        )
+
+
+class MessagesError(InputError):
+    def __init__(self, message: str, index: int | None = None) -> None:
+        self.index = index
+        where = f"messages[{index}]: " if index is not None else ""
+        super().__init__(
+            f"{where}{message}. Messages are a list of "
+            '{"role": "system"|"user"|"assistant", "content": str} dicts.'
+        )
+
+
+class DatasetError(LabkitError, ValueError):
+    def __init__(self, message: str, *, path: str | None = None, problems: list[str] | None = None):
+        self.path = path
+        self.problems = list(problems or [])
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class MissingDependency(LabkitError, ImportError):
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package} is not installed; it comes with labkit's [{extra}] extra: "
+            f"pip install 'labkit[{extra}]' (or run `make lab` / `make test`, which install it)."
+        )
+
+
+class ProviderError(LabkitError):
+    """A backend call failed. `retryable` says whether the policy may try again."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        raw: Any = None,
+    ) -> None:
+        super().__init__(f"{model}: {message}" if model else message)
+        self.model = model
+        self.status = status
+        self.retry_after = retry_after
+        self.raw = raw
+
+
+class RateLimited(ProviderError):
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    retryable = True
+
+
+class AuthError(ProviderError):
+    retryable = False
+
+
+class BadRequest(ProviderError):
+    retryable = False
+
+
+class RetryExhausted(LabkitError):
+    def __init__(self, model: str, attempts: int, last_error: BaseException) -> None:
+        self.model = model
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(
+            f"{model}: gave up after {attempts} attempt(s); last error: {last_error}. "
+            "Add a fallback model for this alias, or raise the retry limit."
+        )
+
+
+class CircuitOpen(LabkitError):
+    def __init__(self, model: str, retry_in: float) -> None:
+        self.model = model
+        self.retry_in = retry_in
+        super().__init__(
+            f"{model}: circuit breaker is open after repeated failures; no request was sent. "
+            f"It lets a probe through in {retry_in:.1f}s. Configure a fallback to keep serving."
+        )
+
+
+class AllModelsFailed(LabkitError):
+    def __init__(self, errors: dict[str, BaseException]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{m}: {type(e).__name__}" for m, e in self.errors.items())
+        super().__init__(f"every model in the fallback chain failed ({detail}).")
+
+
+class ContextOverflow(LabkitError):
+    def __init__(self, model: str, tokens: int, max_tokens: int, limit: int) -> None:
+        self.model = model
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.limit = limit
+        super().__init__(
+            f"{model}: prompt of {tokens} tokens plus max_tokens={max_tokens} exceeds the "
+            f"{limit}-token context window. Shorten the input, chunk it (labkit.map_chunks), "
+            "lower max_tokens, or add a fallback model with a larger window."
+        )
+
+
+class RepairFailed(LabkitError):
+    def __init__(self, raw: str, errors: list[str]) -> None:
+        self.raw = raw
+        self.errors = list(errors)
+        super().__init__(f"could not recover structured output: {'; '.join(self.errors)}")

@@ -1,0 +1,105 @@
+"""PII and secret redaction, applied before anything is written to the trace store.
+
+Built-in rules: e-mail addresses, phone numbers, payment card numbers (Luhn-checked, so order
+numbers survive), API keys of the common providers, bearer tokens and `api_key=...` pairs.
+Users add regex patterns or a callable; the callable runs last on the already-redacted text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["Redactor"]
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
+_KEYS = re.compile(
+    r"\b(?:sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}"  # OpenAI / Anthropic
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
+    r"|AIza[0-9A-Za-z_-]{30,}"  # Google
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|hf_[A-Za-z0-9]{30,})"  # Hugging Face
+)
+_KEY_PAIR = re.compile(
+    r"(?i)\b((?:api[_-]?key|secret|token|password|passwd)\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
+)
+# Card candidates: 13-19 digits with optional single spaces/dashes; confirmed by Luhn.
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# Phone numbers: international or North-American style, at least 9 digits overall.
+_PHONE = re.compile(
+    r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w-])"
+)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card(m: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", m.group(0))
+    return "[CARD]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else m.group(0)
+
+
+def _phone(m: re.Match[str]) -> str:
+    return "[PHONE]" if len(re.sub(r"\D", "", m.group(0))) >= 9 else m.group(0)
+
+
+class Redactor:
+    """Callable text scrubber; `redact_obj` walks JSON-like data (messages, raw responses)."""
+
+    def __init__(
+        self,
+        patterns: Iterable[str | re.Pattern[str]] = (),
+        func: Callable[[str], str] | None = None,
+        *,
+        builtin: bool = True,
+    ) -> None:
+        self.patterns = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        self.func = func
+        self.builtin = builtin
+
+    def __call__(self, text: str) -> str:
+        if self.builtin:
+            if "@" in text:
+                text = _EMAIL.sub("[EMAIL]", text)
+            text = _BEARER.sub("Bearer [SECRET]", text)
+            text = _KEYS.sub("[API_KEY]", text)
+            text = _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text)
+            text = _CARD.sub(_card, text)
+            text = _PHONE.sub(_phone, text)
+        for p in self.patterns:
+            text = p.sub("[REDACTED]", text)
+        if self.func is not None:
+            text = self.func(text)
+        return text
+
+    def redact_obj(self, obj: Any) -> Any:
+        """Redact every string inside nested dicts/lists (iterative: no recursion limit)."""
+        if isinstance(obj, str):
+            return self(obj)
+        if not isinstance(obj, dict | list):
+            return obj
+        root: Any = dict(obj) if isinstance(obj, dict) else list(obj)
+        stack: list[Any] = [root]
+        while stack:
+            node = stack.pop()
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in list(items):
+                if isinstance(v, str):
+                    node[k] = self(v)
+                elif isinstance(v, dict | list):
+                    copy = dict(v) if isinstance(v, dict) else list(v)
+                    node[k] = copy
+                    stack.append(copy)
+        return root

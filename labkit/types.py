@@ -1,0 +1,143 @@
+"""The data that flows through the call path: `Request` in, `Completion` out.
+
+Kept free of imports from the rest of labkit so backends, cache and tracing can all use it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Completion", "Event", "EventKind", "Message", "Request", "Usage"]
+
+Message = dict[str, Any]
+
+# Generation parameters that change what the model writes. Only these reach the cache key and
+# the backend; transport settings (timeout, retries, api_base, api_key) never do.
+OUTPUT_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "min_p",
+        "logit_bias",
+        "n",
+    }
+)
+
+
+class Usage(BaseModel):
+    """Token counts as the provider reported them (or the local tokenizer counted them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    """Input tokens, cached ones included."""
+    completion_tokens: int = 0
+    """Output tokens."""
+    cached_tokens: int = 0
+    """Input tokens served from the provider's prompt cache (billed cheaper)."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Request(BaseModel):
+    """What a backend needs to produce one completion. Built by the client, never by users."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    model: str
+    """The resolved, pinned model id (for example 'openai/gpt-4o-mini-2024-07-18')."""
+    messages: list[Message]
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Output-affecting generation parameters (see OUTPUT_PARAMS)."""
+    json_schema: dict[str, Any] | None = None
+    """JSON Schema of the expected output, when structured output was asked for."""
+    json_mode: bool = False
+    """Use the provider's native JSON mode (only when the registry says it has one)."""
+    sample: int = 0
+    """Repeat index: the same request with another sample index is another cache entry."""
+    transport: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    """api_base, api_key, timeout, extra headers: how to reach the model, never cached/traced."""
+
+
+class Completion(BaseModel):
+    """One answer from the call path, fresh or from the cache."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    text: str
+    """The model's raw reply text."""
+    model: str
+    """The pinned model id that produced it."""
+    alias: str | None = None
+    """The name the caller asked for, when it was an alias."""
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    """From litellm's price map for remote models; 0 for the local model."""
+    latency_s: float = 0.0
+    """Total wall time of the successful attempt (the original one, for a cache hit)."""
+    ttft_s: float | None = None
+    """Time to first token, measured by streaming."""
+    finish_reason: str | None = None
+    cache_hit: bool = False
+    attempts: int = 1
+    """Backend attempts made for this answer (retries and fallbacks included)."""
+    trace_id: str | None = None
+    cache_key: str | None = None
+    raw: Any = None
+    """The provider's response as JSON-safe data."""
+    fallback_from: str | None = None
+    """The model this answer replaced, when a fallback served it."""
+    parsed: Any = None
+    """A `labkit.structured.Parsed` when `schema=` was given (typed loosely so the cache-hit
+    path never imports the parser)."""
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def value(self) -> Any:
+        """Shortcut to the parsed value (None without a schema)."""
+        return self.parsed.value if self.parsed is not None else None
+
+    def to_cache(self) -> dict[str, Any]:
+        """The JSON-safe part worth storing; per-call fields are reset on a hit."""
+        return self.model_dump(
+            exclude={"trace_id", "cache_hit", "parsed", "alias", "cache_key"}, mode="json"
+        )
+
+
+class EventKind(StrEnum):
+    """What the policy layer did around a call; each one becomes a trace row under the call."""
+
+    RETRY = "retry"
+    """An attempt failed with a retryable error and another will follow."""
+    WAIT = "wait"
+    """The policy slept (backoff, Retry-After, rate-limit bucket)."""
+    FALLBACK = "fallback"
+    """The next model of the fallback chain is taken."""
+    BREAKER = "breaker"
+    """A circuit breaker changed state (detail: from, to, reason)."""
+    RATE_LIMIT = "rate_limit"
+    """Concurrency or rate limits changed or delayed a call."""
+    CONTEXT = "context"
+    """Context-window use was near or over the limit."""
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: EventKind
+    model: str
+    detail: dict[str, Any] = Field(default_factory=dict)

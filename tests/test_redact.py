@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from labkit.redact import Redactor
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail jane.doe@example.com now", "mail [EMAIL] now"),
+        ("call +1 415-555-0132 today", "call [PHONE] today"),
+        ("call (415) 555-0132", "call [PHONE]"),
+        ("card 4111 1111 1111 1111 exp", "card [CARD] exp"),
+        ("card 4111-1111-1111-1111", "card [CARD]"),
+        ("order 1234567890123 shipped", "order 1234567890123 shipped"),  # fails Luhn: kept
+        ("key sk-proj-abcdefghijklmnopqrstuvwx", "key [API_KEY]"),
+        ("anthropic sk-ant-api03-abcdefghijklmnop", "anthropic [API_KEY]"),
+        ("Authorization: Bearer abc.def.ghi123456", "Authorization: Bearer [SECRET]"),
+        ('api_key="hunter2hunter2"', 'api_key="[SECRET]"'),
+        ("aws AKIAABCDEFGHIJKLMNOP", "aws [API_KEY]"),
+        ("nothing to see, order #A-1234", "nothing to see, order #A-1234"),
+    ],
+)
+def test_builtin_rules(text: str, expected: str) -> None:
+    assert Redactor()(text) == expected
+
+
+def test_user_patterns_and_callable_run_after_builtins() -> None:
+    r = Redactor([r"EMP-\d{5}"], func=lambda s: s.replace("Jane", "[NAME]"))
+    assert r("Jane EMP-12345 jane@example.com") == "[NAME] [REDACTED] [EMAIL]"
+
+
+def test_redact_obj_walks_nested_data_without_mutating_it() -> None:
+    data = {"messages": [{"role": "user", "content": "me@example.org"}], "n": 3}
+    out = Redactor().redact_obj(data)
+    assert out == {"messages": [{"role": "user", "content": "[EMAIL]"}], "n": 3}
+    assert data["messages"][0]["content"] == "me@example.org"
+
+
+def test_deep_nesting_does_not_recurse() -> None:
+    deep: list[object] = ["a@b.co"]
+    for _ in range(5000):
+        deep = [deep]
+    out = Redactor().redact_obj(deep)
+    for _ in range(5000):
+        out = out[0]
+    assert out == ["[EMAIL]"]

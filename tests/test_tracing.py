@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from labkit.redact import Redactor
+from labkit.tracing import TraceStore
+
+
+def test_rows_are_redacted_before_they_are_written(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    store.record(
+        kind="attempt",
+        call_id="c1",
+        model="m",
+        status="ok",
+        prompt=[{"role": "user", "content": "I am bob@example.com, card 4111 1111 1111 1111"}],
+        response="Reply to bob@example.com",
+        error=None,
+        prompt_tokens=5,
+    )
+    raw = (
+        sqlite3.connect(tmp_path / "t.db").execute("SELECT prompt, response FROM traces").fetchone()
+    )
+    assert "bob@example.com" not in raw[0] and "4111" not in raw[0]
+    assert raw[1] == "Reply to [EMAIL]"
+    df = store.query(call_id="c1")
+    assert len(df) == 1
+    assert df.iloc[0]["prompt"][0]["content"] == "I am [EMAIL], card [CARD]"
+    assert df.iloc[0]["prompt_tokens"] == 5
+
+
+def test_custom_redactor_and_filters(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db", Redactor([r"ACME-\d+"]))
+    store.record(kind="attempt", call_id="a", model="m1", status="ok", response="ACME-77")
+    store.record(
+        kind="attempt", call_id="b", model="m2", status="error", error_type="RateLimited", error="x"
+    )
+    assert store.query(model="m1").iloc[0]["response"] == "[REDACTED]"
+    errs = store.query(errors=True)
+    assert list(errs["call_id"]) == ["b"]
+    assert len(store.query(errors=False)) == 1
+
+
+def test_unknown_column_is_a_programming_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown trace column"):
+        TraceStore(tmp_path / "t.db").record(kind="attempt", colour="red")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; covered by the locked case")
+def test_unwritable_directory_keeps_rows_in_memory(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    store = TraceStore(ro / "sub" / "t.db")
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        store.record(kind="attempt", model="m", status="ok")
+    assert store.pending == 1
+
+
+def test_locked_database_warns_and_flushes_later(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = TraceStore(path)
+    store.record(kind="attempt", model="m", status="ok")
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        store.record(kind="attempt", model="m", status="ok", response="kept")
+    assert store.pending == 1
+    locker.execute("ROLLBACK")
+    locker.close()
+    store.record(kind="attempt", model="m", status="ok")
+    assert store.pending == 0
+    assert len(store.query()) == 3
+
+
+def test_path_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    store = TraceStore(tmp_path / "dir.db")
+    with pytest.warns(RuntimeWarning):
+        store.record(kind="attempt", model="m", status="ok")
+    assert store.pending == 1
