@@ -153,11 +153,24 @@ class Client:
                 )
         return self._backends[kind]
 
-    def _run_sync(self, coro: Any) -> Any:
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        """Start a coroutine on the client's loop without waiting (e.g. a grid run behind a
+        notebook button, so the kernel stays responsive); returns a concurrent Future."""
+        return self._loop_runner().submit(coro)
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the client's loop and wait for it, from sync code or Jupyter."""
+        return self._run_sync(coro)
+
+    def _loop_runner(self) -> _Runner:
         if self._runner is None:
             with self._lock:
                 if self._runner is None:
                     self._runner = _Runner()
+        return self._runner
+
+    def _run_sync(self, coro: Any) -> Any:
+        self._runner = self._loop_runner()
         if threading.current_thread() is self._runner.thread:
             coro.close()
             raise RuntimeError(
@@ -171,10 +184,7 @@ class Client:
             raise
 
     async def _run_async(self, coro: Any) -> Any:
-        if self._runner is None:
-            with self._lock:
-                if self._runner is None:
-                    self._runner = _Runner()
+        self._runner = self._loop_runner()
         try:
             if asyncio.get_running_loop() is self._runner.loop:
                 return await coro
