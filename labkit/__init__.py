@@ -26,12 +26,12 @@ from .errors import (
     TemplateError,
     UnknownModel,
 )
-from .types import Completion, Usage
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .client import Client
+    from .types import Completion, Usage
 
 __version__ = "0.1.0"
 
@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Completion": ("types", "Completion"),
+    "Usage": ("types", "Usage"),
     "Client": ("client", "Client"),
     "configure": ("client", "configure"),
     "default_client": ("client", "default_client"),

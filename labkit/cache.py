@@ -12,26 +12,46 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .types import OUTPUT_PARAMS, Completion, Request
+from .types import OUTPUT_PARAMS, Completion, Message, Request
 
-__all__ = ["KEY_VERSION", "Cache", "cache_key"]
+__all__ = ["KEY_VERSION", "Cache", "cache_key", "key_for"]
 
 log = logging.getLogger("labkit.cache")
 KEY_VERSION = 1
 
 
 def cache_key(request: Request) -> str:
+    return key_for(
+        request.model,
+        request.messages,
+        request.params,
+        request.json_schema,
+        request.json_mode,
+        request.sample,
+    )
+
+
+def key_for(
+    model: str,
+    messages: list[Message],
+    params: Mapping[str, Any],
+    json_schema: Mapping[str, Any] | None,
+    json_mode: bool,
+    sample: int,
+) -> str:
+    """The key from its parts (the hot path builds no Request for it)."""
     payload = {
         "v": KEY_VERSION,
-        "model": request.model,
-        "messages": request.messages,
-        "params": {k: v for k, v in request.params.items() if k in OUTPUT_PARAMS},
-        "schema": request.json_schema,
-        "json_mode": request.json_mode,
-        "sample": request.sample,
+        "model": model,
+        "messages": messages,
+        "params": {k: v for k, v in params.items() if k in OUTPUT_PARAMS},
+        "schema": json_schema,
+        "json_mode": json_mode,
+        "sample": sample,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()

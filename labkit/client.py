@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .cache import Cache, cache_key
+from .cache import Cache, cache_key, key_for
 from .context import check_fit, count_tokens
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError
 from .models import Registry, Resolution
@@ -226,9 +226,10 @@ class Client:
         msgs = build_messages(
             prompt, messages=messages, template=template, variables=variables, system=system
         )
-        res = self.registry.resolve(
-            model, profile=profile or self.profile, ab_key=ab_key or item_id or str(msgs)
-        )
+        reg = self.registry
+        if ab_key is None:  # the A/B arm follows the item, else the conversation
+            ab_key = item_id or (str(msgs) if model in reg.aliases else "")
+        res = reg.resolve(model, profile=profile or self.profile, ab_key=ab_key)
         json_schema = None
         if schema is not None:
             from .structured import json_instructions, response_format
@@ -236,14 +237,13 @@ class Client:
             json_schema = response_format(schema, confidence=confidence).get("schema")
             msgs = _append_instructions(msgs, json_instructions(schema, confidence=confidence))
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
-        merged = {**res.info.params, **out_params}
-        req = Request(
-            model=res.model,
-            messages=msgs,
-            params=merged,
-            json_schema=json_schema,
-            json_mode=bool(json_schema is not None and res.info.json_mode),
-            sample=sample,
+        key = key_for(
+            res.model,
+            msgs,
+            {**res.info.params, **out_params},
+            json_schema,
+            bool(json_schema is not None and res.info.json_mode),
+            sample,
         )
         return _Prepared(
             call_id=new_id(),
@@ -254,7 +254,7 @@ class Client:
             json_schema=json_schema,
             resolution=res,
             sample=sample,
-            key=cache_key(req),
+            key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
         )
 

@@ -205,6 +205,7 @@ class Registry:
             else _validate(PolicyConfig, dict(policy or {}), f"{where}: policy")
         )
         self._default_profile = profile
+        self._resolved: dict[tuple[str, str], Resolution] = {}
         self._check()
 
     # ----------------------------------------------------------------- loading
@@ -284,6 +285,9 @@ class Registry:
         """Alias or id -> pinned model and its fallback chain for the active profile."""
         asked = name or DEFAULT_MODEL
         prof = self.profile(profile)
+        memo_key = (asked, prof)
+        if memo_key in self._resolved:
+            return self._resolved[memo_key]
         alias = None
         model = asked
         if asked in self.aliases:
@@ -300,7 +304,7 @@ class Registry:
                 UnpinnedModelWarning,
                 stacklevel=3,
             )
-        return Resolution(
+        res = Resolution(
             asked=asked,
             alias=alias,
             model=model,
@@ -308,6 +312,9 @@ class Registry:
             chain=[model, *self.fallbacks.get(model, self.fallbacks.get(alias or "", []))],
             profile=prof,
         )
+        if alias is None or isinstance(self.aliases[alias].target(prof), str):
+            self._resolved[memo_key] = res  # A/B splits depend on the key: never memoised
+        return res
 
     def names(self) -> list[str]:
         return sorted({*self.aliases, *self.models})
@@ -329,6 +336,7 @@ class Registry:
             **info.model_dump(exclude_unset=True),
         }
         self.models[info.id] = ModelInfo(**merged)
+        self._resolved.clear()
         return self.models[info.id]
 
     def alias(
@@ -341,6 +349,7 @@ class Registry:
                 if not self.is_model(mid):
                     raise self._unknown(mid, where=f"aliases.{name}")
         self.aliases[name] = cfg
+        self._resolved.clear()
 
     def capabilities(self, model: str) -> ModelInfo:
         """Registry entry merged over litellm's model info (imports litellm for remote models)."""

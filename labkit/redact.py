@@ -69,7 +69,19 @@ class Redactor:
         self.func = func
         self.builtin = builtin
 
+        # Grids send the same prompt to several models and repeats: memoise per redactor.
+        self._memo: dict[str, str] = {}
+
     def __call__(self, text: str) -> str:
+        done = self._memo.get(text)
+        if done is None:
+            done = self._redact(text)
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[text] = done
+        return done
+
+    def _redact(self, text: str) -> str:
         if self.builtin:
             if "@" in text:
                 text = _EMAIL.sub("[EMAIL]", text)

@@ -5,15 +5,21 @@ fallbacks and breaker changes explain latency and cost. Prompts and replies are 
 the row is built; the store never sees the raw text. A trace database that cannot be written
 (read-only, locked) never fails the call: rows wait in memory, a warning says why, and the next
 successful write flushes them.
+
+Rows are written in batches: a commit per row would cost more than a whole cache hit. A row
+waits at most `flush_interval` seconds (a background thread flushes), error rows are written
+at once, and reading, closing or leaving the process flushes everything.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import random
 import sqlite3
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,23 +69,40 @@ _NAMES = tuple(COLUMNS)
 _INSERT = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 )
+_NAME_SET = frozenset(_NAMES)
 _JSON_COLUMNS = ("prompt", "params", "repairs", "meta")
 
 
+# Ids need uniqueness, not secrecy: a private PRNG seeded from the OS once per process is ~20x
+# cheaper than a getrandom() syscall per id on a cache hit.
+_IDS = random.Random(os.urandom(32))
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 class TraceStore:
     """Append-only trace table. Thread-safe; one connection per store."""
 
-    def __init__(self, path: str | Path = ".labkit/traces.db", redactor: Redactor | None = None):
+    def __init__(
+        self,
+        path: str | Path = ".labkit/traces.db",
+        redactor: Redactor | None = None,
+        *,
+        flush_interval: float = 0.2,
+    ):
         self.path = Path(path)
         self.redact = redactor or Redactor()
-        self._lock = threading.Lock()
+        self.flush_interval = flush_interval
+        self._lock = threading.Lock()  # guards the queue
+        self._write_lock = threading.Lock()  # guards the connection
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[dict[str, Any]] = []
         self._warned = False
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -97,57 +120,104 @@ class TraceStore:
         return self._conn
 
     def record(self, **fields: Any) -> str:
-        """Write one row; prompt/response/error are redacted here. Returns the row id."""
-        row_id: str = fields.pop("id", None) or new_id()
+        """Queue one row; returns its id. Redaction and encoding happen when the row is written
+        (off the caller's hot path), always before anything touches the disk."""
+        unknown = fields.keys() - _NAME_SET
+        if unknown:
+            raise TypeError(f"unknown trace column(s): {sorted(unknown)}")
+        row_id: str = fields.get("id") or new_id()
+        fields["id"] = row_id
         fields.setdefault("ts", time.time())
-        if "prompt" in fields and fields["prompt"] is not None:
-            fields["prompt"] = self.redact.redact_obj(fields["prompt"])
+        # Errors, the first row (so a bad path warns in the caller's thread) and rows that
+        # arrive while the database is failing are written at once; the rest are batched.
+        now = (
+            fields.get("error_type") is not None
+            or self.flush_interval <= 0
+            or self._conn is None
+            or self._warned
+        )
+        with self._lock:
+            self._pending.append(fields)
+            if not now and self._flusher is None:
+                self._start_flusher()
+        if now:
+            self.flush()
+        return row_id
+
+    def _row(self, fields: dict[str, Any]) -> tuple[Any, ...]:
+        """Redact and encode one queued row (idempotent: a retried flush sees finished rows)."""
+        if fields.get("_done"):
+            return fields["_done"]  # type: ignore[no-any-return]
+        redact = self.redact
+        if fields.get("prompt") is not None:
+            fields["prompt"] = redact.redact_obj(fields["prompt"])
         for key in ("response", "error"):
             if isinstance(fields.get(key), str):
-                fields[key] = self.redact(fields[key])
+                fields[key] = redact(fields[key])
         if isinstance(fields.get("meta"), Mapping):
-            fields["meta"] = self.redact.redact_obj(dict(fields["meta"]))
+            fields["meta"] = redact.redact_obj(dict(fields["meta"]))
         for key in _JSON_COLUMNS:
             if fields.get(key) is not None and not isinstance(fields[key], str):
                 fields[key] = json.dumps(fields[key], default=str, ensure_ascii=False)
-        if isinstance(fields.get("cache_hit"), bool):
-            fields["cache_hit"] = int(fields["cache_hit"])
-        if isinstance(fields.get("parse_ok"), bool):
-            fields["parse_ok"] = int(fields["parse_ok"])
-        unknown = set(fields) - set(_NAMES)
-        if unknown:
-            raise TypeError(f"unknown trace column(s): {sorted(unknown)}")
-        row = (row_id, *(fields.get(name) for name in _NAMES[1:]))
-        with self._lock:
-            self._pending.append(row)
-            self._flush_locked()
-        return row_id
+        for key in ("cache_hit", "parse_ok"):
+            if isinstance(fields.get(key), bool):
+                fields[key] = int(fields[key])
+        row = tuple(fields.get(name) for name in _NAMES)
+        fields["_done"] = row
+        return row
 
-    def _flush_locked(self) -> None:
-        try:
-            conn = self._connect()
-            if len(self._pending) == 1:
-                conn.execute(_INSERT, self._pending[0])
-            else:
-                conn.execute("BEGIN")
-                conn.executemany(_INSERT, self._pending)
-                conn.execute("COMMIT")
-            self._pending.clear()
-        except (sqlite3.Error, OSError) as exc:
-            if self._conn is not None and self._conn.in_transaction:
-                self._conn.rollback()
-            if not self._warned:
-                warnings.warn(
-                    f"labkit: trace database {self.path} is not writable ({exc}); "
-                    f"{len(self._pending)} row(s) kept in memory and retried on the next call. "
-                    "Fix the path/permissions or pass traces=<another path>.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                self._warned = True
-            if isinstance(exc, sqlite3.Error) and self._conn is not None and "lock" not in str(exc):
-                self._conn = None
-            del self._pending[:-10_000]
+    def flush(self) -> None:
+        """Write every waiting row now."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._write(batch)
+
+    def _start_flusher(self) -> None:
+        self._flusher = threading.Thread(target=self._flush_loop, name="labkit-traces", daemon=True)
+        self._flusher.start()
+        atexit.register(self.flush)
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self.flush()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        with self._write_lock:
+            try:
+                rows = [self._row(f) for f in batch]
+                conn = self._connect()
+                if len(rows) == 1:
+                    conn.execute(_INSERT, rows[0])
+                else:
+                    conn.execute("BEGIN")
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                self._warned = False
+            except (sqlite3.Error, OSError) as exc:
+                if self._conn is not None and self._conn.in_transaction:
+                    self._conn.rollback()
+                if (
+                    isinstance(exc, sqlite3.Error)
+                    and self._conn is not None
+                    and "lock" not in str(exc)
+                ):
+                    self._conn = None
+                with self._lock:
+                    self._pending[:0] = batch
+                    del self._pending[:-10_000]
+                    waiting = len(self._pending)
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"labkit: trace database {self.path} is not writable ({exc}); "
+                        f"{waiting} row(s) kept in memory and retried on the next call. "
+                        "Fix the path/permissions or pass traces=<another path>.",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
 
     @property
     def pending(self) -> int:
@@ -195,9 +265,8 @@ class TraceStore:
         sql += " ORDER BY ts DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            if self._pending:
-                self._flush_locked()
+        self.flush()
+        with self._write_lock:
             try:
                 conn = self._connect()
                 df = pd.read_sql_query(sql, conn, params=args)
@@ -212,7 +281,10 @@ class TraceStore:
         return df
 
     def close(self) -> None:
-        with self._lock:
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        with self._write_lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -67,12 +67,14 @@ def test_locked_database_warns_and_flushes_later(tmp_path: Path) -> None:
     store.record(kind="attempt", model="m", status="ok")
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
+    store.record(kind="attempt", model="m", status="ok", response="kept")  # batched
     with pytest.warns(RuntimeWarning, match="not writable"):
-        store.record(kind="attempt", model="m", status="ok", response="kept")
+        store.flush()
     assert store.pending == 1
     locker.execute("ROLLBACK")
     locker.close()
     store.record(kind="attempt", model="m", status="ok")
+    store.flush()
     assert store.pending == 0
     assert len(store.query()) == 3
 
@@ -83,3 +85,17 @@ def test_path_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning):
         store.record(kind="attempt", model="m", status="ok")
     assert store.pending == 1
+
+
+def test_batched_rows_are_flushed_by_the_background_thread(tmp_path: Path) -> None:
+    import time
+
+    store = TraceStore(tmp_path / "t.db", flush_interval=0.05)
+    for i in range(20):
+        store.record(kind="attempt", model="m", status="ok", attempt=i)
+    deadline = time.time() + 5
+    while store.pending and time.time() < deadline:
+        time.sleep(0.01)
+    assert store.pending == 0
+    rows = sqlite3.connect(tmp_path / "t.db").execute("SELECT count(*) FROM traces").fetchone()
+    assert rows == (20,)
