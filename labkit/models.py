@@ -257,9 +257,9 @@ class Registry:
         from .resilience import validate_fallbacks
 
         validate_fallbacks(self.fallbacks, self.is_model)
-        prof = self._default_profile
-        if prof is not None and prof not in PROFILES:
-            raise ConfigError(f"profile {prof!r} is not one of {PROFILES}", where=where)
+        default = self._default_profile
+        if default is not None and default not in PROFILES:
+            raise ConfigError(f"profile {default!r} is not one of {PROFILES}", where=where)
 
     # --------------------------------------------------------------- resolving
     def profile(self, profile: str | None = None) -> str:

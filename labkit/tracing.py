@@ -147,7 +147,8 @@ class TraceStore:
     def _row(self, fields: dict[str, Any]) -> tuple[Any, ...]:
         """Redact and encode one queued row (idempotent: a retried flush sees finished rows)."""
         if fields.get("_done"):
-            return fields["_done"]  # type: ignore[no-any-return]
+            done: tuple[Any, ...] = fields["_done"]
+            return done
         redact = self.redact
         if fields.get("prompt") is not None:
             fields["prompt"] = redact.redact_obj(fields["prompt"])
@@ -240,7 +241,8 @@ class TraceStore:
         """Trace rows as a DataFrame, newest first; JSON columns decoded."""
         import pandas as pd
 
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for col, val in (
             ("run_id", run_id),
             ("call_id", call_id),
