@@ -1,0 +1,846 @@
+"""Statistics over a results frame: success rates, paired tests, repeats, cost, calibration.
+
+Every function takes the tidy results frame an experiment produces and a grouping column
+(`by="variant"` unless told otherwise) and returns a small DataFrame or dataclass, so a chart,
+a report and a promotion gate all read the same numbers.
+
+The results frame (the contract)
+--------------------------------
+One row per (item, prompt variant, model, repeat):
+
+=====================  ===============  =====================================================
+column                 type             meaning
+=====================  ===============  =====================================================
+``run_id``             str              the experiment run the row belongs to
+``item_id``            str              dataset row; the unit that paired tests resample
+``prompt``             str              prompt-variant name
+``model``              str              model as asked (alias or id)
+``model_id``           str              pinned model id that answered
+``variant``            str              unit of comparison, ``f"{prompt} · {model}"``
+``repeat``             int              sample index (0..repeats-1)
+``output``             str | None       raw text; None on an error row
+``parsed``             dict | None      parsed value; None when parsing failed
+``parse_ok``           bool             parsing succeeded
+``passed``             bool             the success metric; False on an error row
+``score``              float            0-1, NaN when not scored
+``scores``             dict[str,float]  per-evaluator scores
+``confidence``         float            mean self-reported confidence, NaN when absent
+``confidences``        dict[str,float]  self-reported confidence per field
+``field_correct``      dict[str,bool]   per field, vs the expected value where known
+``prompt_tokens``      int              input tokens, cached ones included
+``completion_tokens``  int              output tokens
+``cached_tokens``      int              input tokens served from the provider's prompt cache
+``cost_usd``           float            cost of the call (original cost on a cache hit)
+``latency_s``          float            total latency (original latency on a cache hit)
+``ttft_s``             float            time to first token, NaN when not streamed
+``cache_hit``          bool             served from labkit's cache
+``repairs``            list[str]        names of the repair steps the parser applied
+``error``              str | None       error message; None on success
+``error_type``         str | None       exception class name
+``trace_id``           str | None       link to the trace store
+=====================  ===============  =====================================================
+
+Conventions
+-----------
+* A row is *usable* for success statistics when ``passed`` is not missing. Error rows have
+  ``passed=False`` and count as failures: for whoever ships the variant an error is a failed
+  item, and dropping errors would flatter a flaky model.
+* Groups keep the order of first appearance (or the categories of a categorical column); a
+  group whose rows are all unusable is reported with ``n = 0`` and NaN, never an exception.
+* Paired statistics work on items: with repeats, each item's outcome is first averaged over its
+  repeats, so repeats never pose as independent items.
+* Pure numpy/pandas: exact binomial tails use ``math.comb``; normal quantiles use
+  ``statistics.NormalDist``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CalibrationResult",
+    "PairedResult",
+    "calibration",
+    "choose_threshold",
+    "confidence_frame",
+    "cost_summary",
+    "coverage_curve",
+    "holm_adjust",
+    "latency_summary",
+    "mcnemar_exact",
+    "paired_comparison",
+    "pairwise_comparisons",
+    "pass_at_k",
+    "pass_hat_k",
+    "pass_k",
+    "repair_breakdown",
+    "repeat_spread",
+    "sample_size",
+    "success_rates",
+    "wilson_interval",
+]
+
+
+# --------------------------------------------------------------------------- frame helpers
+
+
+def _check(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Fail early with the contract's column names; an empty frame may lack columns."""
+    missing = [c for c in columns if c not in df.columns]
+    if not missing:
+        return df
+    if len(df) == 0:
+        return df.reindex(columns=[*df.columns, *missing])
+    raise ValueError(
+        f"results frame lacks column(s) {missing}; the contract is in the labkit.stats docstring"
+    )
+
+
+def _keys(df: pd.DataFrame, by: str) -> pd.Index:
+    """Group keys in a stable, meaningful order: categories, else first appearance."""
+    col = df[by]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return pd.Index(col.cat.categories, name=by)
+    return pd.Index(pd.unique(col.dropna()), name=by)
+
+
+def _as_float(s: pd.Series) -> pd.Series:
+    """Bool/number/None column -> float64 with NaN for missing (also for pandas' NA dtypes)."""
+    return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+def _errored(df: pd.DataFrame) -> pd.Series:
+    """Rows that ended in an error; a frame without an ``error`` column has none."""
+    if "error" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["error"].notna()
+
+
+def _ints(s: pd.Series, keys: pd.Index) -> np.ndarray:
+    """Per-group counts aligned to `keys` (absent group -> 0)."""
+    return s.reindex(keys, fill_value=0).round().astype("int64").to_numpy()
+
+
+def _floats(s: pd.Series, keys: pd.Index) -> np.ndarray:
+    """Per-group values aligned to `keys` (absent group -> NaN)."""
+    return s.reindex(keys).to_numpy(dtype=float)
+
+
+def _ratio(num: Any, den: Any) -> np.ndarray:
+    """Elementwise ratio that is NaN (not inf, not a warning) where the denominator is 0."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
+
+
+def _field_values(col: pd.Series, name: str) -> pd.Series:
+    """Pull one key out of a column of dicts (missing dict or key -> NaN)."""
+    vals = [d.get(name) if isinstance(d, dict) else None for d in col]
+    return _as_float(pd.Series(vals, index=col.index, dtype=object))
+
+
+def _z(alpha: float) -> float:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return NormalDist().inv_cdf(1 - alpha / 2)
+
+
+# --------------------------------------------------------------------------- success rates
+
+
+def _wilson(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    z = _z(alpha)
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    safe_n = np.where(n > 0, n, 1.0)
+    p = k / safe_n
+    denom = 1 + z * z / safe_n
+    center = (p + z * z / (2 * safe_n)) / denom
+    half = z * np.sqrt(p * (1 - p) / safe_n + z * z / (4 * safe_n * safe_n)) / denom
+    low = np.where(n > 0, np.clip(center - half, 0.0, 1.0), np.nan)
+    high = np.where(n > 0, np.clip(center + half, 0.0, 1.0), np.nan)
+    return low, high
+
+
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (NaN, NaN) when n = 0.
+
+    Chosen over the normal (Wald) interval because it stays inside [0, 1] and keeps its
+    coverage at the small n and extreme rates that prompt experiments live in.
+    """
+    if k < 0 or n < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    low, high = _wilson(np.array([k]), np.array([n]), alpha)
+    return float(low[0]), float(high[0])
+
+
+def success_rates(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) -> pd.DataFrame:
+    """Per-group success rate over usable rows, with a Wilson (1 - alpha) interval.
+
+    Columns: ``by, n, successes, rate, ci_low, ci_high, n_items, errors``. ``n`` counts rows,
+    so with repeats the interval treats repeats as independent and is too narrow; compare
+    variants with `paired_comparison`, which resamples items.
+    """
+    df = _check(df, [by, "passed", "item_id"])
+    keys = _keys(df, by)
+    y = _as_float(df["passed"])
+    usable = y.notna()
+    g = y.groupby(df[by], sort=False, observed=True)
+    n, k = _ints(g.count(), keys), _ints(g.sum(), keys)
+    items = df.loc[usable, "item_id"].groupby(df.loc[usable, by], observed=True).nunique()
+    errors = _errored(df).groupby(df[by], sort=False, observed=True).sum()
+    low, high = _wilson(k, n, alpha)
+    return pd.DataFrame(
+        {by: keys, "n": n, "successes": k, "rate": _ratio(k, n), "ci_low": low, "ci_high": high}
+        | {"n_items": _ints(items, keys), "errors": _ints(errors, keys)}
+    )
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Two groups compared on the items both answered. ``diff = rate_a - rate_b``."""
+
+    a: Hashable
+    b: Hashable
+    n_items: int
+    """Items in the comparison (the intersection of the two groups' usable items)."""
+    rate_a: float
+    rate_b: float
+    diff: float
+    ci_low: float
+    """Paired-bootstrap percentile interval of ``diff`` (items resampled)."""
+    ci_high: float
+    a_only: int
+    """Discordant items where a did better (with repeats: higher per-item mean)."""
+    b_only: int
+    """Discordant items where b did better."""
+    p_value: float
+    """Exact two-sided McNemar p-value (binomial on the discordant items, p = 1/2)."""
+    items_only_a: int = 0
+    """Items a answered but b did not, left out of the comparison."""
+    items_only_b: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.a} vs {self.b}: {self.rate_a:.3f} vs {self.rate_b:.3f}, "
+            f"diff {self.diff:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}], "
+            f"McNemar p={self.p_value:.4g} (n_items={self.n_items}, "
+            f"discordant {self.a_only}/{self.b_only})"
+        )
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p-value: 2 * P(X <= min) for X ~ Binomial(a_only + b_only, 1/2).
+
+    Computed with integer binomial coefficients, so it is exact at any size; 1.0 when there
+    are no discordant pairs (statsmodels' convention).
+    """
+    if a_only < 0 or b_only < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n, m = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return 1.0
+    term = total = 1
+    for i in range(1, m + 1):
+        term = term * (n - i + 1) // i
+        total += term
+    return min(1.0, 2 * total / 2**n)
+
+
+def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaNs stay NaN and do not count towards m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    if m == 0:
+        return out
+    order = np.argsort(q, kind="stable")
+    adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * q[order]))
+    res = np.empty(m)
+    res[order] = adj
+    out[ok] = res
+    return out
+
+
+def _item_matrix(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """items x groups matrix of per-item success (mean over repeats); NaN = not answered."""
+    df = _check(df, [by, "item_id", "passed"])
+    keys = _keys(df, by)
+    y = _as_float(df["passed"])
+    ok = y.notna()
+    m = y[ok].groupby([df.loc[ok, "item_id"], df.loc[ok, by]], observed=True).mean()
+    mat = m.unstack(by) if len(m) else pd.DataFrame(index=pd.Index([], name="item_id"))
+    return mat.reindex(columns=keys)
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Column means of `values` (items x k) over `n_boot` resamples of the items.
+
+    Resamples are drawn as index arrays and turned into per-item counts with one bincount per
+    chunk, so memory stays near a million cells whatever the number of items.
+    """
+    n = values.shape[0]
+    if n == 0:
+        return np.full((n_boot, values.shape[1]), np.nan)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, values.shape[1]))
+    chunk = max(1, 1_000_000 // max(n, 1))
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+        out[start : start + rows] = counts @ values / n
+    return out
+
+
+def _paired(
+    a: Hashable, b: Hashable, ya: np.ndarray, yb: np.ndarray, alpha: float, boot: np.ndarray | None
+) -> PairedResult:
+    """Compare per-item means `ya`, `yb` (same items, NaN = not answered).
+
+    `boot` holds bootstrap means (n_boot x 2) over the items both answered, None if none.
+    """
+    has_a, has_b = ~np.isnan(ya), ~np.isnan(yb)
+    both = has_a & has_b
+    only_a, only_b = int((has_a & ~has_b).sum()), int((has_b & ~has_a).sum())
+    notes: list[str] = []
+    if only_a or only_b:
+        notes.append(
+            f"compared on the {int(both.sum())} items both answered; "
+            f"{only_a} items only in {a!r} and {only_b} only in {b!r} were left out"
+        )
+    va, vb = ya[both], yb[both]
+    n = va.size
+    if n == 0 or boot is None:
+        notes.append("no items in common: nothing to compare")
+        nan = float("nan")
+        none = (a, b, 0, nan, nan, nan, nan, nan, 0, 0, nan, only_a, only_b)
+        return PairedResult(*none, notes=tuple(notes))
+    if ((va > 0) & (va < 1)).any() or ((vb > 0) & (vb < 1)).any():
+        notes.append(
+            "repeats averaged per item; discordant = items where one group's mean is higher "
+            "(the sign test, which is McNemar's test when there is one repeat)"
+        )
+    a_only, b_only = int((va > vb).sum()), int((vb > va).sum())
+    lo, hi = np.quantile(boot[:, 0] - boot[:, 1], [alpha / 2, 1 - alpha / 2])
+    ra, rb, p = float(va.mean()), float(vb.mean()), mcnemar_exact(a_only, b_only)
+    found = (a, b, n, ra, rb, ra - rb, float(lo), float(hi), a_only, b_only, p, only_a, only_b)
+    return PairedResult(*found, notes=tuple(notes))
+
+
+def paired_comparison(
+    df: pd.DataFrame,
+    a: Hashable,
+    b: Hashable,
+    by: str = "variant",
+    n_boot: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> PairedResult:
+    """Compare groups `a` and `b` on the items both answered.
+
+    The interval is a paired bootstrap (items resampled with replacement, ``seed`` fixed) of
+    ``rate_a - rate_b``; the p-value is the exact McNemar test on discordant items. Pairing
+    removes the item-difficulty variance both groups share, which is why it needs far fewer
+    items than comparing two independent rates.
+    """
+    mat = _item_matrix(df, by)
+    for name in (a, b):
+        if name not in mat.columns:
+            raise ValueError(f"{by}={name!r} not in the frame; have {list(mat.columns)}")
+    ya, yb = mat[a].to_numpy(dtype=float), mat[b].to_numpy(dtype=float)
+    both = ~np.isnan(ya) & ~np.isnan(yb)
+    boot = _bootstrap_means(np.column_stack([ya[both], yb[both]]), n_boot, seed)
+    return _paired(a, b, ya, yb, alpha, boot if both.any() else None)
+
+
+def pairwise_comparisons(
+    df: pd.DataFrame,
+    by: str = "variant",
+    baseline: Hashable | None = None,
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """All pairs (or every group vs `baseline`) with Holm-corrected McNemar p-values.
+
+    Columns: ``a, b, n_items, rate_a, rate_b, diff, ci_low, ci_high, a_only, b_only, p,
+    p_holm, significant, items_only_a, items_only_b, notes``. Against a baseline, ``a`` is the
+    challenger and ``b`` the baseline, so a positive ``diff`` is an improvement. Each row
+    equals `paired_comparison` with the same seed (pairs on the same items share the draws).
+    """
+    mat = _item_matrix(df, by)
+    keys = list(mat.columns)
+    if baseline is not None:
+        if baseline not in keys:
+            raise ValueError(f"baseline {baseline!r} not in {by}; have {keys}")
+        pairs = [(k, baseline) for k in keys if k != baseline]
+    else:
+        pairs = [(keys[i], keys[j]) for i in range(len(keys)) for j in range(i + 1, len(keys))]
+    values = mat.to_numpy(dtype=float)
+    present = ~np.isnan(values)
+    draws: dict[bytes, tuple[np.ndarray, dict[Hashable, int]]] = {}
+    rows: list[dict[str, Any]] = []
+    for a, b in pairs:
+        ia, ib = keys.index(a), keys.index(b)
+        mask = present[:, ia] & present[:, ib]
+        boot = None
+        if mask.any():
+            tag = mask.tobytes()
+            if tag not in draws:  # one bootstrap per item set, shared by its pairs
+                full = [i for i in range(len(keys)) if present[mask, i].all()]
+                means = _bootstrap_means(values[np.ix_(mask, full)], n_boot, seed)
+                draws[tag] = (means, {keys[i]: j for j, i in enumerate(full)})
+            means, pos = draws[tag]
+            boot = means[:, [pos[a], pos[b]]]
+        r = asdict(_paired(a, b, values[:, ia], values[:, ib], alpha, boot))
+        rows.append(r | {"p": r.pop("p_value"), "notes": "; ".join(r["notes"])})
+    cols = ["a", "b", "n_items", "rate_a", "rate_b", "diff", "ci_low", "ci_high", "a_only"]
+    cols += ["b_only", "p", "p_holm", "significant", "items_only_a", "items_only_b", "notes"]
+    out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant")])
+    out["p_holm"] = holm_adjust(out["p"].to_numpy(dtype=float))
+    out["significant"] = (out["p_holm"] < alpha).to_numpy(dtype=bool)
+    return out[cols]
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): P(at least one of k draws passes) = 1 - C(n-c,k)/C(n,k).
+
+    `n` samples of an item, `c` of them passed. NaN when n < k (not enough samples).
+    """
+    return float("nan") if _too_few(n, c, k) else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_hat_k(n: int, c: int, k: int) -> float:
+    """pass^k (tau-bench, Yao et al. 2024): P(all of k draws pass) = C(c,k)/C(n,k); NaN if n < k.
+
+    pass@k rewards a model that *sometimes* succeeds; pass^k measures whether it succeeds
+    *reliably*, which is what a production pipeline without retries needs.
+    """
+    return float("nan") if _too_few(n, c, k) else math.comb(c, k) / math.comb(n, k)
+
+
+def _too_few(n: int, c: int, k: int) -> bool:
+    """Validate (n, c, k); True when there are fewer than k samples."""
+    if k < 1 or c < 0 or c > n:
+        raise ValueError(f"need k >= 1 and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    return n < k
+
+
+def _per_item(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """One row per (group, item): usable repeats `n` and passes `c`."""
+    df = _check(df, [by, "item_id", "passed"])
+    y = _as_float(df["passed"])
+    ok = y.notna()
+    g = y[ok].groupby([df.loc[ok, by], df.loc[ok, "item_id"]], observed=True, sort=False)
+    return pd.DataFrame({"n": g.count(), "c": g.sum().round()}).astype("int64").reset_index()
+
+
+def pass_k(df: pd.DataFrame, ks: Sequence[int] | None = None, by: str = "variant") -> pd.DataFrame:
+    """pass@k and pass^k per group, averaged over items that have at least k usable repeats.
+
+    Columns: ``by, k, n_items, pass_at_k, pass_hat_k``. ``ks`` defaults to 1..max repeats.
+    Each item's estimate uses all its n repeats (the unbiased estimator), not just the first k.
+    """
+    df = _check(df, [by, "item_id", "passed"])
+    keys = _keys(df, by)
+    items = _per_item(df, by)
+    if ks is None:
+        ks = range(1, int(items["n"].max()) + 1) if len(items) else [1]
+    combos = items[["n", "c"]].drop_duplicates()  # few: at most repeats^2 / 2 rows
+    frames = []
+    for k in ks:
+        table = combos[combos["n"] >= k]
+        table = table.assign(
+            at=[pass_at_k(n, c, k) for n, c in zip(table["n"], table["c"], strict=True)],
+            hat=[pass_hat_k(n, c, k) for n, c in zip(table["n"], table["c"], strict=True)],
+        )
+        part = items[items["n"] >= k].merge(table, on=["n", "c"], how="left")
+        g = part.groupby(by, observed=True, sort=False)
+        n_items, at, hat = (
+            _ints(g.size(), keys),
+            _floats(g["at"].mean(), keys),
+            _floats(g["hat"].mean(), keys),
+        )
+        frames.append(
+            pd.DataFrame(
+                {by: keys, "k": int(k), "n_items": n_items, "pass_at_k": at, "pass_hat_k": hat}
+            )
+        )
+    cols = [by, "k", "n_items", "pass_at_k", "pass_hat_k"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def repeat_spread(df: pd.DataFrame, by: str = "variant") -> pd.DataFrame:
+    """How much repeats of the same item disagree: the run-to-run noise a single run hides.
+
+    Columns: ``by, n_items`` (items with >= 2 usable repeats), ``repeats`` (mean usable
+    repeats per item), ``agreement`` (mean share of an item's repeats that agree with its
+    majority outcome), ``consistent`` (share of items whose repeats all agree), ``item_std``
+    (mean per-item std of the 0/1 outcome), ``repeat_rate_std`` (std, ddof=1, of the success
+    rate computed separately for each repeat index).
+    """
+    df = _check(df, [by, "item_id", "passed", "repeat"])
+    keys = _keys(df, by)
+    items = _per_item(df, by)
+    multi = items[items["n"] >= 2]
+    p = multi["c"] / multi["n"]
+    spread = pd.DataFrame(
+        {
+            by: multi[by],
+            "n": multi["n"],
+            "agreement": np.maximum(p, 1 - p),
+            "consistent": ((multi["c"] == 0) | (multi["c"] == multi["n"])).astype(float),
+            "item_std": np.sqrt(p * (1 - p)),
+        }
+    )
+    g = spread.groupby(by, observed=True, sort=False)
+    y = _as_float(df["passed"])
+    ok = y.notna()
+    per_repeat = y[ok].groupby([df.loc[ok, by], df.loc[ok, "repeat"]], observed=True).mean()
+    rate_std = per_repeat.groupby(level=0, observed=True).std(ddof=1)
+    out = pd.DataFrame({by: keys})
+    out["n_items"] = _ints(g.size(), keys)
+    for col, s in (
+        ("repeats", g["n"].mean()),
+        ("agreement", g["agreement"].mean()),
+        ("consistent", g["consistent"].mean()),
+        ("item_std", g["item_std"].mean()),
+        ("repeat_rate_std", rate_std),
+    ):
+        out[col] = _floats(s, keys)
+    return out
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def sample_size(
+    p_a: float,
+    p_b: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    paired: bool = False,
+    discordant: float | None = None,
+) -> int:
+    """Items needed to detect ``p_a`` vs ``p_b`` with a two-sided test at `alpha` and `power`.
+
+    Unpaired (two independent groups, n items *each*), the normal approximation to the
+    two-proportion z-test without continuity correction (Fleiss)::
+
+        n = (z_{1-a/2} sqrt(2 pbar qbar) + z_{power} sqrt(p_a q_a + p_b q_b))^2 / (p_a - p_b)^2
+
+    with ``pbar = (p_a + p_b) / 2`` and ``q = 1 - p``.
+
+    Paired (both variants on the same n items, McNemar; Connor 1987), with ``psi`` the
+    expected share of discordant items and ``d = p_a - p_b``::
+
+        n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - d^2))^2 / d^2
+
+    ``discordant`` defaults to ``p_a q_b + p_b q_a``, the value if the two variants failed
+    independently; real variants fail on the same hard items, so psi is usually smaller and
+    the paired design needs fewer items. Pass a psi measured on a pilot run when you have one.
+    """
+    for name, p in (("p_a", p_a), ("p_b", p_b)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"{name} must be a proportion in [0, 1], got {p}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power}")
+    d = p_a - p_b
+    if d == 0:
+        raise ValueError("p_a == p_b: there is no difference to detect")
+    z_a, z_b = _z(alpha), NormalDist().inv_cdf(power)
+    if not paired:
+        pbar = (p_a + p_b) / 2
+        num = z_a * math.sqrt(2 * pbar * (1 - pbar)) + z_b * math.sqrt(
+            p_a * (1 - p_a) + p_b * (1 - p_b)
+        )
+        return math.ceil(num * num / (d * d))
+    psi = p_a * (1 - p_b) + p_b * (1 - p_a) if discordant is None else discordant
+    if not abs(d) <= psi <= 1:
+        raise ValueError(
+            f"discordant share must lie in [|p_a - p_b|, 1] = [{abs(d):.3g}, 1], got {psi}"
+        )
+    num = z_a * math.sqrt(psi) + z_b * math.sqrt(psi - d * d)
+    return math.ceil(num * num / (d * d))
+
+
+# --------------------------------------------------------------------------- cost and latency
+
+
+_TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+
+
+def cost_summary(df: pd.DataFrame, by: str = "variant") -> pd.DataFrame:
+    """Cost and tokens per group; what a success costs is what decides between variants.
+
+    Columns: ``by, n, n_items, successes, total_cost, cost_per_item`` (mean cost of running one
+    item once, i.e. per row), ``cost_per_success`` (total cost / passed rows; NaN with no
+    successes), then token sums (``prompt_tokens, completion_tokens, cached_tokens``) and
+    per-row means (``*_mean``). Error rows count: failed calls are paid for too. Unknown costs
+    (NaN) are skipped; ``total_cost`` is NaN only when no row has a cost.
+    """
+    df = _check(df, [by, "item_id", "passed", "cost_usd", *_TOKENS])
+    keys = _keys(df, by)
+    frame = pd.DataFrame({"cost": _as_float(df["cost_usd"]), "passed": _as_float(df["passed"])})
+    for col in _TOKENS:
+        frame[col] = _as_float(df[col])
+    g = frame.groupby(df[by], observed=True, sort=False)
+    n, successes = _ints(g.size(), keys), _ints(g["passed"].sum(), keys)
+    total = _floats(g["cost"].sum(min_count=1), keys)
+    items = _ints(df["item_id"].groupby(df[by], observed=True, sort=False).nunique(), keys)
+    out = pd.DataFrame({by: keys, "n": n, "n_items": items, "successes": successes})
+    out["total_cost"] = total
+    out["cost_per_item"] = _ratio(total, n)
+    out["cost_per_success"] = _ratio(total, successes)
+    sums, means = g[list(_TOKENS)].sum(), g[list(_TOKENS)].mean()
+    for col in _TOKENS:
+        out[col] = _ints(sums[col], keys)
+    for col in _TOKENS:
+        out[f"{col}_mean"] = _floats(means[col], keys)
+    return out
+
+
+def latency_summary(
+    df: pd.DataFrame,
+    by: str = "variant",
+    percentiles: Sequence[float] = (50, 90, 95, 99),
+    include_errors: bool = False,
+) -> pd.DataFrame:
+    """Latency and time-to-first-token percentiles per group, in seconds.
+
+    Columns: ``by, latency_n, latency_mean, latency_p50, ..., ttft_n, ttft_mean, ttft_p50,
+    ...``. Error rows are left out by default: a fast rejection or a timeout says nothing
+    about how long an answer takes. Percentiles interpolate linearly (numpy's default).
+    """
+    df = _check(df, [by, "latency_s", "ttft_s"])
+    keys = _keys(df, by)
+    rows = df if include_errors else df[~_errored(df)]
+    qs = [p / 100 for p in percentiles]
+    out = pd.DataFrame({by: keys})
+    for col, name in (("latency_s", "latency"), ("ttft_s", "ttft")):
+        v = _as_float(rows[col])
+        v = v[v.notna()]
+        g = v.groupby(rows.loc[v.index, by], observed=True, sort=False)
+        out[f"{name}_n"] = _ints(g.count(), keys)
+        out[f"{name}_mean"] = _floats(g.mean(), keys)
+        quant = g.quantile(qs).unstack() if len(v) else pd.DataFrame(columns=qs)
+        quant = quant.reindex(index=keys, columns=qs)
+        for p, q in zip(percentiles, qs, strict=True):
+            out[f"{name}_p{p:g}"] = quant[q].to_numpy(dtype=float)
+    return out
+
+
+def repair_breakdown(df: pd.DataFrame, by: str = "variant") -> pd.DataFrame:
+    """Share of answered rows (no error) that needed each repair step, per group.
+
+    Columns: ``by, step, rows, n, share``; steps ordered by how often they occur overall. A
+    step listed twice on one row counts once. Tells which prompt leaves the model writing
+    fences, prose or bad types, i.e. what to fix in the prompt instead of in the parser.
+    """
+    df = _check(df, [by, "repairs"])
+    keys = _keys(df, by)
+    ok = df.loc[~_errored(df), [by, "repairs"]].reset_index(drop=True)
+    n = ok.groupby(by, observed=True, sort=False).size()
+    steps = ok.explode("repairs")
+    steps = steps[steps["repairs"].notna()].rename(columns={"repairs": "step"})
+    steps = steps.assign(step=steps["step"].astype(str), row=steps.index)
+    steps = steps.drop_duplicates(["row", "step"])
+    cols = [by, "step", "rows", "n", "share"]
+    if steps.empty:
+        return pd.DataFrame(columns=cols)
+    counts = steps.groupby([by, "step"], observed=True, sort=False).size().rename("rows")
+    out = counts.reset_index()
+    out["n"] = out[by].map(n).astype("int64")
+    out["share"] = _ratio(out["rows"], out["n"])
+    order = steps["step"].value_counts().index
+    out["_g"] = pd.Categorical(out[by], categories=keys)
+    out["_s"] = pd.Categorical(out["step"], categories=order)
+    return out.sort_values(["_g", "_s"]).reset_index(drop=True)[cols]
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Self-reported confidence against correctness, per group."""
+
+    field: str | None
+    """The field calibrated; None = row-level ``confidence`` against ``passed``."""
+    bins: int
+    reliability: pd.DataFrame
+    """Non-empty bins: ``by, bin, bin_low, bin_high, mean_confidence, accuracy, count``."""
+    summary: pd.DataFrame
+    """Per group: ``by, n, mean_confidence, accuracy, overconfidence, ece, brier``."""
+
+    @property
+    def ece(self) -> pd.Series:
+        """Expected calibration error per group (index = group)."""
+        return self.summary.set_index(self.summary.columns[0])["ece"]
+
+
+def confidence_frame(
+    df: pd.DataFrame, field: str | None = None, by: str = "variant"
+) -> pd.DataFrame:
+    """``by, confidence, correct`` for rows whose correctness is known (confidence may be NaN).
+
+    ``field=None`` pairs ``confidence`` with ``passed``; a field name pairs
+    ``confidences[field]`` with ``field_correct[field]``. Confidences are clipped to [0, 1].
+    """
+    if field is None:
+        df = _check(df, [by, "confidence", "passed"])
+        conf, correct = _as_float(df["confidence"]), _as_float(df["passed"])
+    else:
+        df = _check(df, [by, "confidences", "field_correct"])
+        conf = _field_values(df["confidences"], field)
+        correct = _field_values(df["field_correct"], field)
+    out = pd.DataFrame({by: df[by], "confidence": conf.clip(0.0, 1.0), "correct": correct})
+    return out[out["correct"].notna()]
+
+
+def calibration(
+    df: pd.DataFrame, field: str | None = None, by: str = "variant", bins: int = 10
+) -> CalibrationResult:
+    """Reliability-diagram data, ECE and Brier score of self-reported confidence.
+
+    ``field=None`` checks the row's ``confidence`` against ``passed``; a field name checks
+    ``confidences[field]`` against ``field_correct[field]``. Rows without a confidence are
+    left out. Bins are equal-width on [0, 1] (bin i = [i/bins, (i+1)/bins), the last closed);
+    ECE = sum over bins of count/n * |accuracy - mean confidence|; Brier = mean (conf - y)^2.
+    A model whose 0.9s are right 90% of the time can have its answers auto-accepted above a
+    threshold; one that says 0.9 about everything cannot.
+    """
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    keys = _keys(_check(df, [by]), by)
+    cf = confidence_frame(df, field, by)
+    cf = cf[cf["confidence"].notna()]
+    cf = cf.assign(
+        bin=np.minimum(np.floor(cf["confidence"] * bins + 1e-9), bins - 1).astype("int64"),
+        sq=(cf["confidence"] - cf["correct"]) ** 2,
+    )
+    rel = (
+        cf.groupby([by, "bin"], observed=True, sort=False)
+        .agg(
+            mean_confidence=("confidence", "mean"),
+            accuracy=("correct", "mean"),
+            count=("correct", "size"),
+        )
+        .reset_index()
+    )
+    rel.insert(2, "bin_low", rel["bin"] / bins)
+    rel.insert(3, "bin_high", (rel["bin"] + 1) / bins)
+    rel["_g"] = pd.Categorical(rel[by], categories=keys)
+    rel = rel.sort_values(["_g", "bin"]).drop(columns="_g").reset_index(drop=True)
+    gap = (rel["accuracy"] - rel["mean_confidence"]).abs() * rel["count"]
+    g = cf.groupby(by, observed=True, sort=False)
+    n = _ints(g.size(), keys)
+    summary = pd.DataFrame({by: keys, "n": n})
+    summary["mean_confidence"] = _floats(g["confidence"].mean(), keys)
+    summary["accuracy"] = _floats(g["correct"].mean(), keys)
+    summary["overconfidence"] = summary["mean_confidence"] - summary["accuracy"]
+    summary["ece"] = _ratio(_floats(gap.groupby(rel[by], observed=True).sum(), keys), n)
+    summary["brier"] = _floats(g["sq"].mean(), keys)
+    return CalibrationResult(field=field, bins=bins, reliability=rel, summary=summary)
+
+
+def _confidence_groups(
+    cf: pd.DataFrame, by: str, keys: pd.Index
+) -> Iterator[tuple[Hashable, np.ndarray, np.ndarray]]:
+    """(group, confidences, correctness) arrays for every group key, empty when absent."""
+    groups = dict(tuple(cf.groupby(by, observed=True, sort=False)))
+    for key in keys:
+        sub = groups.get(key, cf.iloc[:0])
+        yield key, sub["confidence"].to_numpy(dtype=float), sub["correct"].to_numpy(dtype=float)
+
+
+def coverage_curve(
+    df: pd.DataFrame,
+    field: str | None = None,
+    by: str = "variant",
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """For each threshold X: share auto-accepted (confidence >= X) and accuracy among them.
+
+    Columns: ``by, threshold, n, n_accepted, coverage, accuracy``. ``n`` counts rows whose
+    correctness is known; rows without a confidence (errors included) are never accepted, as
+    they would go to human review. ``thresholds`` default to 0, 0.01, ..., 1. This is the
+    curve to read a "send to review below X" threshold from; see `choose_threshold`.
+    """
+    keys = _keys(_check(df, [by]), by)
+    cf = confidence_frame(df, field, by)
+    thr = np.round(np.linspace(0, 1, 101), 10) if thresholds is None else np.asarray(thresholds)
+    thr = thr.astype(float)
+    parts = []
+    for key, c, y in _confidence_groups(cf, by, keys):
+        has = ~np.isnan(c)
+        order = np.argsort(c[has], kind="stable")
+        cs, cum = c[has][order], np.concatenate([[0.0], np.cumsum(y[has][order])])
+        idx = np.searchsorted(cs, thr, side="left")
+        accepted, correct = cs.size - idx, cum[-1] - cum[idx]
+        part = {by: [key] * thr.size, "threshold": thr, "n": c.size, "n_accepted": accepted}
+        part |= {"coverage": _ratio(accepted, c.size), "accuracy": _ratio(correct, accepted)}
+        parts.append(pd.DataFrame(part))
+    cols = [by, "threshold", "n", "n_accepted", "coverage", "accuracy"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def choose_threshold(
+    df: pd.DataFrame,
+    target_accuracy: float,
+    field: str | None = None,
+    by: str = "variant",
+    conservative: bool = False,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Lowest confidence threshold whose auto-accepted rows reach `target_accuracy`, per group.
+
+    Candidates are the confidence values observed; the one accepting the most rows while its
+    accepted accuracy (or, with ``conservative=True``, the Wilson lower bound of it, which
+    guards against a lucky handful of rows) is >= target wins. Columns: ``by, threshold, n,
+    n_accepted, coverage, accuracy, accuracy_low, met``; ``threshold`` is NaN and ``met`` False
+    when no threshold reaches the target (send everything to review).
+    """
+    if not 0 <= target_accuracy <= 1:
+        raise ValueError("target_accuracy must be in [0, 1]")
+    keys = _keys(_check(df, [by]), by)
+    cf = confidence_frame(df, field, by)
+    rows = []
+    for key, c_all, y_all in _confidence_groups(cf, by, keys):
+        n, has = c_all.size, ~np.isnan(c_all)
+        c, y = c_all[has], y_all[has]
+        order = np.argsort(-c, kind="stable")
+        cs, ys = c[order], y[order]
+        cum_n = np.arange(1, cs.size + 1)
+        cum_y = np.cumsum(ys)
+        last = np.r_[cs[1:] != cs[:-1], True] if cs.size else np.zeros(0, dtype=bool)
+        acc = cum_y[last] / cum_n[last]
+        low, _ = _wilson(cum_y[last], cum_n[last], alpha)
+        ok = np.flatnonzero((low if conservative else acc) >= target_accuracy)
+        row: dict[str, Any] = {by: key, "threshold": np.nan, "n": n, "n_accepted": 0}
+        row |= {"coverage": 0.0 if n else np.nan, "accuracy": np.nan, "accuracy_low": np.nan}
+        row["met"] = bool(ok.size)
+        if ok.size:
+            i = ok[-1]
+            acc_n = int(cum_n[last][i])
+            row |= {"threshold": float(cs[last][i]), "n_accepted": acc_n, "coverage": acc_n / n}
+            row |= {"accuracy": float(acc[i]), "accuracy_low": float(low[i])}
+        rows.append(row)
+    cols = [by, "threshold", "n", "n_accepted", "coverage", "accuracy", "accuracy_low", "met"]
+    return pd.DataFrame(rows, columns=cols)
