@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cache import Cache, cache_key, key_for
-from .context import check_fit, count_tokens
+from .context import count_tokens, estimate_tokens, require_fit
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError
 from .models import Registry, Resolution
 from .prompts import build_messages
@@ -300,7 +300,6 @@ class Client:
     async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
         """The miss path: policy around backend attempts; stores the answer in the cache."""
         res = p.resolution
-        last_ctx: dict[str, int | None] = {}
 
         def emit(event: Event) -> None:
             self.tracer.record(
@@ -339,7 +338,6 @@ class Client:
             ctx_tokens = ctx_limit = None
             try:
                 ctx_tokens, ctx_limit = self._fit(backend, req, emit)
-                last_ctx.update(tokens=ctx_tokens, limit=ctx_limit)
                 done = await backend.generate(req)
             except (ProviderError, ContextOverflow) as exc:
                 self._trace_attempt(
@@ -373,8 +371,11 @@ class Client:
             self._trace_attempt(p, model, n, req, done, None, done.latency_s, ctx_tokens, ctx_limit)
             return done
 
-        done, attempts = await self.policy.execute(res.chain, attempt, emit=emit)
-        done.attempts = attempts
+        # Charged to the tokens-per-minute bucket up front, corrected from the reported usage.
+        estimated = estimate_tokens(p.messages) + int(p.params.get("max_tokens") or 0)
+        done, _ = await self.policy.execute(
+            res.chain, attempt, emit=emit, estimated_tokens=estimated
+        )
         done.alias = res.alias
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
@@ -384,30 +385,20 @@ class Client:
     def _fit(
         self, backend: Backend, req: Request, emit: Callable[[Event], None]
     ) -> tuple[int | None, int | None]:
+        """Count prompt tokens and check window and output limit; raises ContextOverflow."""
         caps = self.registry.capabilities(req.model)
-        if caps.context_window is None:
+        if caps.context_window is None and caps.max_output_tokens is None:
             return None, None
         tokens = count_tokens(
             req.model, req.messages, counter=lambda m: backend.count_tokens(req.model, m)
         )
-        max_tokens = int(req.params.get("max_tokens") or 0)
-        fit = check_fit(req.model, tokens, max_tokens, caps.context_window, caps.max_output_tokens)
-        if not fit.fits:
-            raise ContextOverflow(req.model, tokens, max_tokens, caps.context_window)
-        if fit.near_limit:
-            from .types import EventKind
-
-            emit(
-                Event(
-                    kind=EventKind.CONTEXT,
-                    model=req.model,
-                    detail={
-                        "tokens": tokens,
-                        "max_tokens": max_tokens,
-                        "limit": caps.context_window,
-                    },
-                )
-            )
+        max_tokens = req.params.get("max_tokens")
+        fit = require_fit(
+            req.model, tokens, max_tokens, caps.context_window, caps.max_output_tokens
+        )
+        event = fit.event()
+        if event is not None:
+            emit(event)
         return tokens, caps.context_window
 
     def _trace_attempt(

@@ -309,12 +309,21 @@ class Registry:
             alias=alias,
             model=model,
             info=info,
-            chain=[model, *self.fallbacks.get(model, self.fallbacks.get(alias or "", []))],
+            chain=self._chain(model, alias),
             profile=prof,
         )
         if alias is None or isinstance(self.aliases[alias].target(prof), str):
             self._resolved[memo_key] = res  # A/B splits depend on the key: never memoised
         return res
+
+    def _chain(self, model: str, alias: str | None) -> list[str]:
+        """The model, then its fallbacks (and theirs), else the alias's fallbacks."""
+        from .resilience import expand_chain
+
+        chain = expand_chain(model, self.fallbacks)
+        if len(chain) == 1 and alias in self.fallbacks:
+            chain += [m for m in expand_chain(alias, self.fallbacks)[1:] if m != model]
+        return chain
 
     def names(self) -> list[str]:
         return sorted({*self.aliases, *self.models})
