@@ -1,0 +1,803 @@
+"""Turn an LLM reply into the best honest structured value, and say exactly what it took.
+
+`parse(text, schema)` returns a `Parsed`: the value, whether it is valid (`ok`), and a repair log
+precise enough to tune the prompt instead of hiding the problem.
+
+Pipeline, strict first (a stage runs only when the ones before it found nothing usable):
+
+1. strict     `json.loads` of the whole reply. Valid JSON is returned untouched; without a
+              schema nothing else runs (this path costs about one `json.loads`).
+2. fence      ```json blocks (closed or not); their content is preferred over the prose.
+3. embedded   JSON objects/arrays inside prose, found by the C decoder (`raw_decode`) at each
+              `{`/`[`, so a stray brace in prose costs nothing and strings are never mis-split.
+4. multi      several objects in one reply: `multi="first"|"last"|"merge"` (merge: later
+              objects win conflicts, which are flagged). With a schema, objects sharing no field
+              with it (an echoed input, an example) are ignored when another one does.
+5. repair     JSON-looking spans that do not decode: a cut-off reply is closed by us (so the log
+              says exactly what was cut; spans up to 200 KB), the rest goes to `json_repair`
+              (spans up to 64 KB: it is pure Python). Nesting deeper than 64 is refused before
+              any recursive code runs; replies over 1 MB get the strict stage only.
+6. schema     (with a schema) keys matched case-insensitively, types coerced (`"34"` -> 34),
+              enum case normalised, 0-100 scores and `"87%"` scaled to 0..1 for confidence
+              fields, extras dropped, missing required fields reported; see `labkit.schema`.
+7. extract    (with a schema, when no JSON was found) `Key: value` lines, `the sentiment is
+              negative` sentences, or a short bare answer that fits exactly one field
+              (`Positive.`). A value is only read where the field is named or the whole reply
+              is the answer, never because it occurs somewhere in the text.
+
+Repair steps (`Repair.step`), a fixed vocabulary:
+``decode`` bytes were not clean UTF-8 / a BOM was dropped; ``fence`` taken from a code fence;
+``embedded`` prose around the JSON ignored; ``unwrap`` the object was wrapped (`{"result": {...}}`
+or a JSON string holding JSON); ``multi_object`` several objects, one picked or merged;
+``truncated`` the reply was cut off and closed; ``lenient_repair`` syntax fixed by json_repair;
+``key_case`` a key matched a field case-insensitively; ``drop_extra`` fields not in the schema
+dropped; ``missing`` required fields absent; ``coerce`` a value's type changed; ``enum_case`` an
+enum value's spelling normalised; ``confidence_scale`` a percentage or 0-100 score scaled;
+``confidence_clip`` a confidence outside 0..1 clipped; ``confidence_invalid`` a confidence that
+is no number (`"high"`) dropped, never guessed; ``prose_extract`` values read from prose.
+
+Confidences: for each schema field `x`, a key `x_confidence` (any case) or an entry of a nested
+`"confidence": {"x": 0.9}` object goes to `Parsed.confidences["x"]` and leaves `value`; a bare
+`"confidence": 0.8` goes to the only field, or to `"_overall"`. Without a schema nothing is split
+(a key `x_confidence` may be a real field). Splitting them is the convention, not a repair.
+
+Flagged fields (`Parsed.repaired_fields`): a top-level field is flagged when its value is not
+exactly what the model wrote as valid JSON, or was guessed: it was coerced, enum-normalised,
+scaled, matched by key case, read from prose, resolved in a merge conflict, or was the value the
+reply was cut off inside. Syntax-only repairs around it (fences, prose, trailing commas, quotes,
+comments) do not flag it: they change nothing the model said about that field. Reports should
+discount flagged fields (or their confidences); dropped and missing fields are listed separately.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import sub as _minus
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+from .schema import (
+    Guide,
+    Log,
+    SchemaLike,
+    json_instructions,
+    norm_key,
+    normalise,
+    properties,
+    resolve,
+    response_format,
+    to_json_schema,
+    wants,
+)
+
+__all__ = [
+    "Parsed",
+    "Repair",
+    "SchemaLike",
+    "json_instructions",
+    "parse",
+    "response_format",
+    "to_json_schema",
+]
+
+MAX_TEXT = 1_000_000
+"""Replies longer than this (characters) only get the strict stage."""
+MAX_SPAN = 200_000
+"""Largest JSON-looking span the repair stage looks at (cut-off replies are closed up to this)."""
+MAX_LENIENT = 64_000
+"""Largest span handed to json_repair, which is pure Python (~1-5 µs a character): this cap is
+what keeps the lenient stage well under a second."""
+MAX_DEPTH = 64
+"""Deepest nesting the repair stage accepts (json_repair recurses once per level)."""
+MAX_SPANS = 32
+"""Most candidate objects/arrays collected from one reply."""
+
+
+class Repair(BaseModel):
+    """One step the parser had to take; `step` is from the fixed vocabulary in the module doc."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str
+    detail: str
+
+
+class Parsed(BaseModel):
+    """The result of `parse`: the value and everything that had to change to get it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = None
+    """Cleaned value (confidence fields removed); None when nothing could be recovered."""
+    ok: bool = False
+    """A value was recovered and it validates against the schema (no missing required field)."""
+    repairs: list[Repair] = Field(default_factory=list)
+    """Every step taken, in order, with detail."""
+    missing: list[str] = Field(default_factory=list)
+    """Required fields absent from the reply (dotted paths for nested ones)."""
+    extras: list[str] = Field(default_factory=list)
+    """Fields not in the schema, dropped from `value`."""
+    coerced: list[str] = Field(default_factory=list)
+    """Fields whose value type was changed (`"34"` -> 34)."""
+    confidences: dict[str, float] = Field(default_factory=dict)
+    """Per-field confidences in 0..1, split out of the reply."""
+    repaired_fields: list[str] = Field(default_factory=list)
+    """Top-level fields whose value needed repair or was guessed (see the module doc)."""
+    errors: list[str] = Field(default_factory=list)
+    """Why `ok` is False: validation failures, or why nothing could be recovered."""
+    strategy: str = "none"
+    """Furthest stage needed: strict | fence | embedded | multi | repair | extract | none."""
+
+    @property
+    def repair_steps(self) -> list[str]:
+        """Distinct step names, in the order they first happened."""
+        return list(dict.fromkeys(r.step for r in self.repairs))
+
+    @property
+    def clean(self) -> bool:
+        """Valid as the model wrote it: ok and nothing repaired."""
+        return self.ok and not self.repairs
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _construct(cls: type[Any], fields: dict[str, Any]) -> Any:
+    """A pydantic model from data this module built itself, skipping validation: `parse` is on
+    the hot path of every call and pydantic's own `model_construct` is far slower than this."""
+    obj = _new(cls)
+    _set(obj, "__dict__", fields)
+    _set(obj, "__pydantic_fields_set__", set(fields))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _strict(value: Any) -> Parsed:
+    """The result for untouched valid JSON without a schema: the hot path."""
+    return _construct(Parsed, {
+        "value": value, "ok": True, "repairs": [], "missing": [], "extras": [], "coerced": [],
+        "confidences": {}, "repaired_fields": [], "errors": [], "strategy": "strict",
+    })  # fmt: skip
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
+_MULTI = ("first", "last", "merge")
+
+
+def parse(
+    text: str | bytes | None,
+    schema: SchemaLike = None,
+    *,
+    multi: Literal["first", "last", "merge"] = "first",
+) -> Parsed:
+    """Recover the best honest value from a model reply; never raises for a bad reply.
+
+    Raises `InputError` only for a bad `schema`, `multi` or a `text` of the wrong type.
+    """
+    if schema is None and type(text) is str:
+        try:
+            value, end = _scan_once(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass  # leading whitespace, invalid or too deep: the full pipeline decides
+        else:
+            if (end == len(text) or text[end:].isspace()) and multi in _MULTI:
+                return _strict(value)
+    js = normalise(schema)
+    if multi not in _MULTI:
+        raise InputError(f"multi must be one of {_MULTI}, not {multi!r}")
+    model = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+    return _Run(js, model, multi).parse(text)
+
+
+# ---------------------------------------------------------------------------- scanning
+
+_JSONISH = re.compile(
+    r"""\{\s*(?:["'}“/#]|[A-Za-z_$][\w$-]*\s*:)|\[\s*(?:[\[{"'“\]\d.-]|true|false|null)"""
+)
+_FENCE = re.compile(r"```(?:[ \t]*[\w+.-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
+_TOKEN = re.compile(r""""(?:[^"\\]|\\.)*+(")?|[{}\[\]']|//|/\*""", re.S)
+_SQ_END = re.compile(r"(?:[^'\\\n]|\\.)*'", re.S)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+@dataclass
+class _Span:
+    """One JSON object/array candidate found in a segment of the reply."""
+
+    start: int
+    end: int
+    fenced: bool
+    value: Any = None
+    strict: bool = True
+    truncated: bool = False
+    text: str = ""
+    log: Log = field(default_factory=Log)
+    raw_flagged: set[str] = field(default_factory=set)
+    stack: list[str] = field(default_factory=list)
+    """For a cut-off span: the brackets still open at its end."""
+    open_at: int = -1
+    """For a cut-off span: where its unterminated string starts (relative to the span)."""
+    several: bool = False
+    """The repaired span held several objects (its value is their list)."""
+
+
+def _too_deep(s: str, limit: int) -> bool:
+    """Nesting deeper than `limit`, found without recursion or a per-character Python loop:
+    strings are cut out, then depth = prefix sum - its running minimum, all in C."""
+    if s.count("[") + s.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", s))
+    sums = list(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+    floors = accumulate(sums, min, initial=0)
+    next(floors)
+    return max(map(_minus, sums, floors), default=0) > limit
+
+
+def _prev_char(s: str, j: int) -> str:
+    """The last non-space character before `j` ('' at the start)."""
+    j -= 1
+    while j >= 0 and s[j].isspace():
+        j -= 1
+    return s[j] if j >= 0 else ""
+
+
+def _span_end(s: str, i: int) -> tuple[int, list[str], int]:
+    """End of the bracketed span at `i`, quote- and comment-aware; (-1, stack, open_string_at)
+    when the text ends first (a cut-off reply). A single quote opens a string only where a value
+    or key may start, so apostrophes in unquoted text do not derail the scan."""
+    stack: list[str] = []
+    pos = i
+    while True:
+        m = _TOKEN.search(s, pos)
+        if m is None:
+            return -1, stack, -1
+        c, j, pos = m.group(), m.start(), m.end()
+        if c[0] == '"':
+            if m.group(1) is None:
+                return -1, stack, j
+        elif c in "{[":
+            stack.append(c)
+        elif c in "}]":
+            opener = "{" if c == "}" else "["
+            if opener in stack:  # pop down to its opener; a stray closer is ignored
+                del stack[len(stack) - 1 - stack[::-1].index(opener) :]
+            if not stack:
+                return pos, [], -1
+        elif c == "'":
+            if _prev_char(s, j) not in ("{", "[", ",", ":"):
+                continue
+            end = _SQ_END.match(s, pos)
+            if end is None:
+                return -1, stack, j
+            pos = end.end()
+        elif c == "//":
+            nl = s.find("\n", j)
+            pos = len(s) if nl < 0 else nl
+        else:
+            close = s.find("*/", j + 2)
+            pos = len(s) if close < 0 else close + 2
+
+
+def _decode_at(s: str, i: int) -> tuple[Any, int, int]:
+    """Decode the value starting at `i`: (value, end, -1) or (None, -1, position it failed at).
+
+    Decodes a window that grows 8x while the failure could be the window's own cut. The window
+    matters: `JSONDecodeError` counts lines from the start of the string it is given, so
+    decoding the whole reply at every `{` would be quadratic in its length.
+    """
+    width = 2048
+    while True:
+        chunk = s[i : i + width]
+        try:
+            value, end = _DECODER.raw_decode(chunk)
+        except json.JSONDecodeError as exc:
+            cut = i + width < len(s)
+            if cut and (exc.pos >= len(chunk) - 16 or exc.msg.startswith("Unterminated string")):
+                width *= 8
+                continue
+            return None, -1, i + exc.pos
+        except (ValueError, RecursionError):
+            return None, -1, i
+        return value, i + end, -1
+
+
+_STARTS = re.compile(r"""\{\s*["}]|\[\s*[\[{"\]\d.tfn-]""")
+_CANDIDATE = re.compile(f"(?={_STARTS.pattern}|{_JSONISH.pattern})")
+
+
+def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
+    """Candidates in one segment: decodable values, and JSON-looking spans that are not."""
+    spans: list[_Span] = []
+    pos = 0
+    while len(spans) < MAX_SPANS and budget[0] > 0:
+        m = _CANDIDATE.search(seg, pos)
+        if m is None:
+            break
+        i = m.start()
+        if _STARTS.match(seg, i):
+            value, end, failed_at = _decode_at(seg, i)
+            if end >= 0:
+                spans.append(_Span(i, end, fenced, value=value))
+                pos = end
+                continue
+            budget[0] -= failed_at - i + 1
+        if _JSONISH.match(seg, i) is None:
+            pos = i + 1
+            continue
+        end, stack, open_at = _span_end(seg, i)
+        stop = len(seg) if end < 0 else end
+        spans.append(
+            _Span(i, stop, fenced, strict=False, truncated=end < 0, text=seg[i:stop],
+                  stack=stack, open_at=open_at - i if open_at >= 0 else -1)
+        )  # fmt: skip
+        pos = stop
+    return spans
+
+
+# ---------------------------------------------------------------------------- repair
+
+_TRAILING_COMMA = re.compile(r",\s*[}\]]")
+_SINGLE_QUOTES = re.compile(r"""[{\[,:]\s*'""")
+_COMMENTS = re.compile(r"(?m)(?:^|[\s,{\[])(?://|/\*|#)")
+_PY_LITERALS = re.compile(r"[:\[,]\s*(?:True|False|None)\b")
+_BARE_KEYS = re.compile(r"[{,]\s*[A-Za-z_$][\w$]*\s*:")
+_NO_COMMA = re.compile(r"""(?:["\d\]}]|true|false|null)\s+"[^"\n]*"\s*:""")
+_BARE_VALUES = re.compile(r""":\s*(?!(?:true|false|null)\b)[A-Za-z][\w .-]*\s*[,}\n]""")
+_DANGLING_KEY = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z_$][\w$]*)\s*:?\s*$""")
+
+
+def _diagnose(piece: str) -> list[str]:
+    """Name the usual syntax faults, for the log (json_repair does not always say)."""
+    found = [
+        ("trailing comma", _TRAILING_COMMA),
+        ("single-quoted strings", _SINGLE_QUOTES),
+        ("comments", _COMMENTS),
+        ("Python literals (True/False/None)", _PY_LITERALS),
+        ("unquoted keys", _BARE_KEYS),
+        ("missing commas", _NO_COMMA),
+        ("unquoted values", _BARE_VALUES),
+    ]
+    return [name for name, rx in found if rx.search(piece)]
+
+
+def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
+    """Close a cut-off span: (closed text, what was done, was the cut inside a value?).
+
+    `stack` and `open_at` are `_span_end`'s state at the end of the text."""
+    did: list[str] = []
+    t = piece
+    in_value = False
+    if open_at >= 0:
+        before = piece[:open_at].rstrip()
+        if stack and stack[-1] == "{" and before[-1:] in ("{", ","):
+            t = before
+            did.append("dropped the cut-off key")
+        else:
+            t = piece + piece[open_at]
+            did.append("closed the open string")
+            in_value = True
+    t = t.rstrip()
+    if stack and stack[-1] == "{" and t.endswith(":"):
+        t = _DANGLING_KEY.sub("", t).rstrip()
+        did.append("dropped the key with no value")
+    elif stack and stack[-1] == "{" and not in_value:
+        m = _DANGLING_KEY.search(t)
+        if m and m.group().rstrip()[-1:] != ":" and t[: m.start()].rstrip()[-1:] in ("{", ","):
+            t = t[: m.start()].rstrip()
+            did.append("dropped the key with no value")
+    if t.endswith(","):
+        t = t[:-1].rstrip()
+        did.append("dropped a trailing comma")
+    if not in_value and not did:
+        in_value = bool(t) and (t[-1].isalnum() or t[-1] in ".-+")
+    if len(stack) > 1:
+        in_value = True
+    closers = "".join("}" if c == "{" else "]" for c in reversed(stack))
+    did.append(f"closed {len(closers)} bracket(s)")
+    return t + closers, ", ".join(did), in_value
+
+
+def _repair(span: _Span) -> None:
+    """Turn a JSON-looking span into a value, logging each step in `span.log`."""
+    piece, log = span.text, span.log
+    if len(piece) > MAX_SPAN:
+        log.errors.append(f"a {len(piece):,}-character JSON candidate is over the repair limit")
+        return
+    if _too_deep(piece, MAX_DEPTH):
+        log.errors.append(f"JSON nested deeper than {MAX_DEPTH} levels; not repaired")
+        return
+    text, did, cut_in_value = piece, "", False
+    if '"' not in piece and "“" in piece:
+        text = piece.replace("“", '"').replace("”", '"')
+        log.add("lenient_repair", "curly quotes “ ” used as JSON quotes were straightened")
+    if span.truncated:
+        state = (span.stack, span.open_at) if text is piece else _span_end(text, 0)[1:]
+        text, did, cut_in_value = _close(text, *state)
+        try:
+            value = _DECODER.decode(text)
+        except (ValueError, RecursionError):
+            value = None
+        else:
+            _truncated(span, value, did, cut_in_value)
+            return
+    if len(text) > MAX_LENIENT:
+        log.errors.append(f"a {len(text):,}-character JSON candidate is over the json_repair limit")
+        return
+    try:
+        import json_repair
+
+        value = json_repair.repair_json(text, return_objects=True, skip_json_loads=True)
+    except (ValueError, RecursionError, TypeError, IndexError) as exc:
+        log.errors.append(f"json_repair could not repair the JSON: {exc}")
+        return
+    kind = dict if piece.startswith("{") else list
+    several = kind is dict and isinstance(value, list) and all(isinstance(v, dict) for v in value)
+    if several and value:
+        span.several = True  # json_repair read several objects from this span
+    elif not isinstance(value, kind):
+        log.errors.append(
+            f"json_repair did not recover a JSON {'object' if kind is dict else 'array'}"
+        )
+        return
+    if span.truncated:
+        _truncated(span, value, did + "; json_repair did the rest", cut_in_value)
+    faults = _diagnose(text)
+    log.add("lenient_repair", "json_repair fixed: " + ("; ".join(faults) or "the syntax"))
+    span.value, span.strict = value, False
+
+
+def _truncated(span: _Span, value: Any, did: str, cut_in_value: bool) -> None:
+    where = "after a complete value"
+    if cut_in_value and isinstance(value, dict) and value:
+        last = next(reversed(value))
+        span.raw_flagged.add(last)
+        where = f"inside the value of {last!r}, which may be incomplete"
+    span.log.add("truncated", f"reply was cut off {where}; {did}")
+    span.value, span.strict = value, False
+
+
+# ---------------------------------------------------------------------------- prose extraction
+
+_BULLET = r"""^[ \t>*#\-•+]*(?:\d+[.)]\s*)?[*_`"']*"""
+
+
+def _key_pattern(name: str) -> str:
+    words = [re.escape(w) for w in re.split(r"[_\s]+", norm_key(name)) if w]
+    return r"[\s_-]*".join(words)
+
+
+class _Extractor:
+    """Schema-guided reading of a reply that holds no JSON: `Key: value` lines, `the <field>
+    is <value>` sentences (enum/number/bool fields, value as the first word), or a short bare
+    answer that fits exactly one field. Never a value that merely occurs somewhere."""
+
+    def __init__(self, js: dict[str, Any]):
+        self.js = js
+        self.props = properties(js)
+
+    def run(self, text: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        keys = [k for name in self.props for k in (name, f"{name}_confidence")]
+        if "confidence" not in self.props:
+            keys.append("confidence")
+        for key in keys:
+            rx = re.compile(
+                _BULLET + _key_pattern(key) + r"""[*_`"']*[ \t]*[:=][ \t]*(.+?)[ \t]*$""",
+                re.I | re.M,
+            )
+            m = rx.search(text)
+            if m:
+                found[key] = self._value(m.group(1), self.props.get(key))
+        for name, sub in self.props.items():
+            if name not in found:
+                rx = re.compile(
+                    rf"\b{_key_pattern(name)}\b[^.\n]{{0,40}}?\b(?:is|was|would be|should be)"
+                    r"\s+([^.\n]{1,60})",
+                    re.I,
+                )
+                m = rx.search(text)
+                v = None if m is None else self._leading(m.group(1), sub)
+                if v is not None:
+                    found[name] = v
+        if not any(k in self.props for k in found):
+            found.update(self._bare(text))
+        return found if any(k in self.props for k in found) else {}
+
+    def _value(self, raw: str, sub: Any) -> Any:
+        v = raw.strip().strip("*_`").strip()
+        if len(v) > 1 and v[0] == v[-1] and v[0] in "\"'":
+            v = v[1:-1].strip()
+        if v.lower() in ("null", "none", "n/a", "-"):
+            return None
+        s = resolve(sub, self.js) if sub is not None else {}
+        if not isinstance(s, dict):
+            return v
+        if s.get("type") == "array":
+            return [x.strip().strip("\"'") for x in re.split(r"[,;]", v) if x.strip()]
+        if s.get("type") == "string" and "enum" not in s:
+            return v
+        lead = self._leading(v, sub)
+        return lead if lead is not None else v.rstrip(".,;").strip()
+
+    def _allowed(self, s: dict[str, Any]) -> list[Any]:
+        branches = [b for b in s.get("anyOf") or () if isinstance(b, dict)]
+        return list(s.get("enum") or [e for b in branches for e in b.get("enum") or ()])
+
+    def _leading(self, chunk: str, sub: Any) -> Any:
+        """The field's value as the first word(s) of `chunk`, or None."""
+        s = resolve(sub, self.js)
+        if not isinstance(s, dict):
+            return None
+        t = chunk.strip().lstrip("*_`\"' ")
+        allowed = sorted((a for a in self._allowed(s) if isinstance(a, str)), key=len, reverse=True)
+        if allowed:
+            for a in allowed:
+                if re.match(rf"{re.escape(a)}(?![\w-])", t, re.I):
+                    return t[: len(a)]
+            return None
+        kind = s.get("type")
+        pattern = {
+            "integer": r"[$€£]?[+-]?\d[\d,]*(?:\.\d+)?%?",
+            "number": r"[$€£]?[+-]?\d[\d,]*(?:\.\d+)?%?",
+            "boolean": r"(?:true|false|yes|no)\b",
+        }.get(kind if isinstance(kind, str) else "")
+        m = re.match(pattern, t, re.I) if pattern else None
+        return m.group() if m else None
+
+    def _bare(self, text: str) -> dict[str, Any]:
+        """A short one-line reply that is exactly a value of one field (`Positive.`)."""
+        t = text.strip().strip("*_`\"'").strip().rstrip(".!").strip().strip("*_`\"'")
+        if not t or len(t) > 40 or "\n" in t:
+            return {}
+        hits = []
+        for name, sub in self.props.items():
+            lead = self._leading(t, sub)
+            if lead is not None and len(lead) == len(t):
+                hits.append((name, lead))
+        return dict(hits) if len(hits) == 1 else {}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """One `parse` call with a schema or a non-trivial reply."""
+
+    def __init__(self, js: dict[str, Any] | None, model: type[BaseModel] | None, multi: str):
+        self.js = js
+        self.model = model
+        self.multi = multi
+        self.log = Log()
+        self.raw_flagged: set[str] = set()
+        self.want = wants(js)
+        self.filtered = ""
+
+    def fail(self, why: str) -> Parsed:
+        self.log.errors.append(why)
+        return self.result(None, "none")
+
+    def parse(self, text: object) -> Parsed:
+        if text is None:
+            return self.fail("no reply (text is None)")
+        if isinstance(text, bytes | bytearray | memoryview):
+            text = self._decode(bytes(text))
+        elif not isinstance(text, str):
+            raise InputError(f"text must be str, bytes or None, not {type(text).__name__}")
+        assert isinstance(text, str)
+        if text.startswith("\ufeff"):
+            text = text[1:]
+            self.log.add("decode", "dropped a byte-order mark")
+        if not text.strip():
+            return self.fail("empty reply")
+        for _ in range(2):
+            try:
+                value = _DECODER.decode(text)
+            except RecursionError:
+                return self.fail("JSON nested too deeply to decode")
+            except ValueError:
+                break
+            if self._fits(value):
+                return self.finish(value, "strict")
+            if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+                self.log.add("unwrap", "the reply was a JSON string holding JSON; decoded it")
+                text = value
+                continue
+            if isinstance(value, list) and self.want == "object":
+                picked = self._filter([_Span(0, len(text), False, value=value)])
+                if picked:
+                    return self.choose(picked, "multi", array=True)
+            break
+        if len(text) > MAX_TEXT:
+            return self.fail(
+                f"reply is {len(text):,} characters; above {MAX_TEXT:,} only strict JSON is accepted"
+            )
+        if _too_deep(text, 10 * MAX_DEPTH):
+            return self.fail(
+                f"JSON-like text nested deeper than {10 * MAX_DEPTH} levels; not scanned"
+            )
+        return self.scan(text)
+
+    def _decode(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd")
+        self.log.add("decode", f"bytes were not UTF-8; {bad} undecodable sequence(s) replaced")
+        return text
+
+    def _fits(self, value: Any) -> bool:
+        if self.want == "object":
+            return isinstance(value, dict)
+        return isinstance(value, list) if self.want == "array" else True
+
+    def scan(self, text: str) -> Parsed:
+        budget = [4 * len(text) + 10_000]
+        spans: list[_Span] = []
+        for m in _FENCE.finditer(text):
+            seg = m.group(1)
+            for sp in _scan(seg, True, budget):
+                sp.log.add("fence", "took the JSON from a code fence")
+                if seg[: sp.start].strip() or seg[sp.end :].strip():
+                    sp.log.add("embedded", "ignored text around the JSON inside the code fence")
+                spans.append(sp)
+        if not spans:
+            for sp in _scan(text, False, budget):
+                if text[: sp.start].strip() or text[sp.end :].strip():
+                    sp.log.add("embedded", "ignored prose around the JSON")
+                spans.append(sp)
+        for sp in spans:
+            if not sp.strict:
+                _repair(sp)
+        usable = []
+        for sp in spans:
+            if sp.several:
+                usable += [
+                    _Span(sp.start, sp.end, sp.fenced, value=v, strict=False, log=sp.log)
+                    for v in sp.value
+                ]
+            elif sp.strict or sp.value is not None:
+                usable.append(sp)
+        picked = self._filter(usable)
+        if picked:
+            stage = "fence" if all(sp.fenced for sp in picked) else "embedded"
+            return self.choose(picked, stage)
+        for sp in spans:
+            self.log.errors += sp.log.errors
+        if budget[0] <= 0:
+            self.log.errors.append(
+                "scan budget exhausted; later parts of the reply were not searched"
+            )
+        if self.js is not None and properties(self.js):
+            found = _Extractor(self.js).run(text)
+            if found:
+                names = [k for k in found if not k.endswith("confidence")]
+                self.log.add("prose_extract", "no JSON; read from the prose: " + ", ".join(names))
+                self.raw_flagged.update(found)
+                self.log.errors.clear()
+                return self.finish(found, "extract")
+        what = "no JSON object or array" if not spans else "no usable JSON"
+        return self.fail(f"{what} found in the reply ({len(text):,} characters)")
+
+    def _filter(self, spans: list[_Span]) -> list[_Span]:
+        """Keep the candidates of the wanted kind; with a schema, those sharing a field with it."""
+        if self.want == "object" or (
+            self.want is None and any(isinstance(s.value, dict) for s in spans)
+        ):
+            out = [s for s in spans if isinstance(s.value, dict)]
+            if not out and self.want == "object":
+                out = [
+                    _Span(s.start, s.end, s.fenced, value=x, strict=s.strict, log=s.log)
+                    for s in spans if isinstance(s.value, list) for x in s.value if isinstance(x, dict)
+                ]  # fmt: skip
+        elif self.want == "array":
+            out = [s for s in spans if isinstance(s.value, list)]
+        else:
+            out = list(spans)
+        if len(out) > 1:
+            out = [s for s in out if s.value] or out[:1]
+        props = properties(self.js)
+        if props and len(out) > 1:
+            names = {norm_key(p) for p in props}
+            names |= {f"{n}_confidence" for n in names}
+            sharing = [
+                s
+                for s in out
+                if isinstance(s.value, dict)
+                and any(isinstance(k, str) and norm_key(k) in names for k in s.value)
+            ]
+            if sharing and len(sharing) < len(out):
+                self.filtered = (
+                    f"ignored {len(out) - len(sharing)} object(s) sharing no field with the schema"
+                )
+                out = sharing
+        return out
+
+    def choose(self, spans: list[_Span], stage: str, array: bool = False) -> Parsed:
+        where = "elements of the JSON array" if array else "JSON values in the reply"
+        chosen = (
+            spans
+            if len(spans) == 1 or self.multi == "merge"
+            else [spans[-1 if self.multi == "last" else 0]]
+        )
+        for s in {id(s.log): s for s in chosen}.values():  # split spans share one log
+            self.log.merge(s.log)
+            self.raw_flagged |= s.raw_flagged
+        value = chosen[0].value
+        if array and len(spans) == 1:
+            self.log.add("multi_object", "the reply was a JSON array holding one object; took it")
+        elif (
+            len(spans) > 1
+            and self.multi == "merge"
+            and all(isinstance(s.value, dict) for s in spans)
+        ):
+            value = {}
+            conflicts: list[str] = []
+            for s in spans:
+                for k, v in s.value.items():
+                    if k in value and value[k] != v and k not in conflicts:
+                        conflicts.append(k)
+                    value[k] = v
+            self.raw_flagged.update(conflicts)
+            extra = f"; later values won for {', '.join(map(repr, conflicts))}" if conflicts else ""
+            self.log.add("multi_object", f"merged {len(spans)} {where}{extra}")
+        elif len(spans) > 1:
+            how = "last" if self.multi == "last" else "first"
+            note = " (merge needs objects)" if self.multi == "merge" else ""
+            self.log.add("multi_object", f"found {len(spans)} {where}; took the {how}{note}")
+        if self.filtered:
+            self.log.add("multi_object", self.filtered)
+        if array or len(spans) > 1 or self.filtered:
+            stage = "multi"
+        if any(not s.strict for s in chosen):
+            stage = "repair"
+        return self.finish(value, stage)
+
+    def finish(self, value: Any, stage: str) -> Parsed:
+        log = self.log
+        if self.js is not None:
+            value = Guide(self.js, log, self.raw_flagged).top(value)
+            if (
+                self.model is not None
+                and not log.errors
+                and not log.missing
+                and isinstance(value, dict)
+            ):
+                try:
+                    self.model.model_validate(value)
+                except ValidationError as exc:
+                    for e in exc.errors():
+                        where = ".".join(str(p) for p in e["loc"]) or "$"
+                        log.errors.append(f"{where}: {e['msg']}")
+        else:
+            for k in sorted(self.raw_flagged):
+                log.flag(k)
+        return self.result(value, stage)
+
+    def result(self, value: Any, stage: str) -> Parsed:
+        log = self.log
+        props = properties(self.js)
+        flagged = [f for f in log.flagged if not props or f in props]
+        if isinstance(value, dict) and self.js is not None:
+            flagged = [f for f in flagged if f in value]
+        ok = stage != "none" and not log.errors and not log.missing
+        repairs = [_construct(Repair, {"step": st, "detail": d}) for st, d in log.repairs]
+        return _construct(Parsed, {
+            "value": value, "ok": ok, "repairs": repairs, "missing": log.missing,
+            "extras": log.extras, "coerced": log.coerced, "confidences": log.confidences,
+            "repaired_fields": flagged, "errors": log.errors, "strategy": stage,
+        })  # fmt: skip
