@@ -2,8 +2,9 @@
 
 The client counts a request's tokens (`count_tokens`), asks `require_fit` whether it fits the
 model's context window and output limit, and on `ContextOverflow` either takes the next model of
-the fallback chain or, through `map_chunks`, splits the input with `chunk_text`, runs the prompt
-over every chunk and folds the structured answers back together with `merge_structured`.
+the fallback chain or, through `labkit.chunking.map_chunks`, splits the input with `chunk_text`,
+runs the prompt over every chunk and folds the structured answers back together with
+`merge_structured`.
 
 Estimates, used only when no tokenizer is at hand, err on the high side (so a chunk that is
 "estimated to fit" really fits): `CHARS_PER_TOKEN` characters per token, each whitespace word
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .errors import ContextOverflow, InputError, LabkitError
+from .errors import ContextOverflow, InputError, OutputLimitExceeded
 from .types import Event, EventKind
 
 __all__ = [
@@ -113,21 +114,6 @@ def _no_download(litellm: Any, model_id: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- fitting
-
-
-class OutputLimitExceeded(ContextOverflow):
-    """max_tokens is above the model's output limit (some models read long prompts but write
-    short answers). A `ContextOverflow`, so the policy moves to the next model the same way;
-    `.limit` is the output limit here."""
-
-    def __init__(self, model: str, tokens: int, max_tokens: int, limit: int) -> None:
-        LabkitError.__init__(
-            self,
-            f"{model}: max_tokens={max_tokens} exceeds the model's {limit}-token output limit. "
-            f"Lower max_tokens to {limit} or less, or add a fallback model that writes longer "
-            "answers.",
-        )
-        self.model, self.tokens, self.max_tokens, self.limit = model, tokens, max_tokens, limit
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ problem and the fix::
     ├── CircuitOpen            .model, .retry_in
     ├── AllModelsFailed        .errors (model -> error), a fallback chain ran out
     ├── ContextOverflow        .model, .tokens, .max_tokens, .limit
+    │   └── OutputLimitExceeded   max_tokens above the model's output limit (.limit is that one)
     └── RepairFailed           .raw, .errors
 """
 
@@ -39,6 +40,7 @@ __all__ = [
     "LabkitError",
     "MessagesError",
     "MissingDependency",
+    "OutputLimitExceeded",
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -198,6 +200,23 @@ class ContextOverflow(LabkitError):
             f"{model}: prompt of {tokens} tokens plus max_tokens={max_tokens} exceeds the "
             f"{limit}-token context window. Shorten the input, chunk it (labkit.map_chunks), "
             "lower max_tokens, or add a fallback model with a larger window."
+        )
+
+
+class OutputLimitExceeded(ContextOverflow):
+    """max_tokens is above the model's output limit (some models read long prompts but write
+    short answers). A `ContextOverflow`, so the policy moves to the next model the same way."""
+
+    def __init__(self, model: str, tokens: int, max_tokens: int, limit: int) -> None:
+        self.model = model
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.limit = limit
+        LabkitError.__init__(
+            self,
+            f"{model}: max_tokens={max_tokens} exceeds the model's {limit}-token output limit. "
+            f"Lower max_tokens to {limit} or less, or add a fallback model that writes longer "
+            "answers.",
         )
 
 

@@ -9,13 +9,15 @@ reported through `emit` as typed `Event`s, which the client writes as trace rows
         Retry-After gate longer than max_retry_after ───────▶ next model  FALLBACK rate_limited
         breaker.acquire ── denied (open / probe busy) ──────▶ next model  FALLBACK circuit_open
         concurrency slot (AIMD limit) ── full ─────────────▶ queue      RATE_LIMIT queued
-        Retry-After gate, rpm/tpm buckets ── deficit ──────▶ sleep      RATE_LIMIT + WAIT
+        Retry-After gate (+ jitter), rpm/tpm buckets ─────▶ sleep      RATE_LIMIT + WAIT
         call(model, attempt)
           ├─ ok ──────────────▶ breaker success, AIMD increase, TPM corrected by usage → return
           ├─ ContextOverflow ─▶ next model, no retry         FALLBACK context_overflow
           ├─ not retryable ───▶ raised at once (BadRequest, AuthError: no fallback)
-          └─ retryable ───────▶ RETRY + WAIT max(Retry-After, full-jitter backoff), then again;
+          └─ retryable ───────▶ RETRY + WAIT Retry-After (+ jitter) or full-jitter backoff,
+                                whichever is longer, then again;
                                 exhausted → next model        FALLBACK retries_exhausted
+    chain ran out ──────────────────────────────────────────▶ raise      FALLBACK to=None
 
 Circuit breaker, one per model deployment (failures = retryable provider errors only)::
 
@@ -31,6 +33,9 @@ Circuit breaker, one per model deployment (failures = retryable provider errors 
                                                     └───────────┘
                       exactly one probe is in flight; concurrent callers fall back meanwhile
 
+Concurrency limits, AIMD, RPM/TPM buckets and Retry-After parsing live in `labkit.ratelimit`
+(re-exported here: `RateLimitConfig`, `retry_after_from_headers`).
+
 Concurrency: any number of `execute` calls may run at once in one event loop. State changes
 happen between awaits (no asyncio locks held across I/O); a small threading lock only guards the
 per-model table so `breaker_states()` can be polled from a notebook thread.
@@ -39,13 +44,10 @@ per-model table so `breaker_states()` can be polled from a notebook thread.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import fnmatch
 import heapq
 import logging
-import math
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -64,6 +66,7 @@ from .errors import (
     RateLimited,
     RetryExhausted,
 )
+from .ratelimit import Emit, Limiter, RateLimitConfig, retry_after_from_headers
 from .types import Completion, Event, EventKind
 
 __all__ = [
@@ -81,7 +84,6 @@ __all__ = [
     "validate_fallbacks",
 ]
 
-Emit = Callable[[Event], None]
 Call = Callable[[str, int], Awaitable[Completion]]
 BreakerState = Literal["closed", "open", "half_open"]
 _log = logging.getLogger(__name__)
@@ -185,6 +187,11 @@ class RetryConfig(BaseModel):
     max_retry_after: float = Field(default=60.0, gt=0)
     """Longest server-requested wait (Retry-After, rate-limit reset) that is honoured; a longer
     one ends this model's retries at once so the fallback serves instead of idling."""
+    retry_after_jitter: float = Field(default=0.5, ge=0)
+    """Random extra on top of a server-requested wait, as a share of it (uniform in [0, share *
+    wait]). Callers held back by one Retry-After then resume spread out, and the first new 429
+    stops the rest before they are sent; resuming all at the named instant re-trips the limit
+    at once (49% more wasted requests against a 20 req/s limit, bench/bench_resilience.py)."""
 
 
 class BreakerConfig(BaseModel):
@@ -204,43 +211,11 @@ class BreakerConfig(BaseModel):
     """Sliding window for the failure rate, in seconds."""
     cooldown: float = Field(default=30.0, gt=0)
     """Seconds the breaker stays open before one probe request is let through."""
-    count_rate_limits: bool = True
-    """Count 429s as failures (a model that keeps throttling serves no better than one that is
-    down); False leaves throttling to AIMD and Retry-After alone."""
-
-
-class RateLimitConfig(BaseModel):
-    """Client-side pacing of one model (or a pattern of models); every limit is optional."""
-
-    model_config = _doc_config()
-
-    rpm: float | None = Field(default=None, gt=0)
-    """Requests per minute (token bucket); None for no limit."""
-    tpm: float | None = Field(default=None, gt=0)
-    """Tokens per minute (token bucket charged with the call's estimate, then corrected by the
-    usage the provider reports); None for no limit."""
-    burst_seconds: float = Field(default=60.0, gt=0, le=60)
-    """Bucket capacity, in seconds of allowance: 60 lets a full minute's quota go at once, lower
-    values smooth bursts (providers often enforce per-second slices of their minute limits)."""
-    concurrency: int | None = Field(default=None, gt=0)
-    """Most calls in flight at once, and the ceiling AIMD recovers to; None for no cap until a
-    429 arrives (AIMD then caps at a share of what was in flight)."""
-    min_concurrency: int = Field(default=1, ge=1)
-    """Floor of the AIMD-reduced concurrency limit."""
-    aimd: bool = True
-    """Adapt the concurrency limit to 429s: multiplicative decrease, additive increase."""
-    aimd_decrease: float = Field(default=0.5, gt=0, lt=1)
-    """Factor applied to the limit on a 429 (once per congestion episode, not once per 429)."""
-    aimd_increase: int = Field(default=1, ge=1)
-    """Added to the limit after each full window of successes (as many as the limit)."""
-
-    @model_validator(mode="after")
-    def _floor_below_ceiling(self) -> RateLimitConfig:
-        if self.concurrency is not None and self.min_concurrency > self.concurrency:
-            raise ValueError(
-                f"min_concurrency={self.min_concurrency} is above concurrency={self.concurrency}"
-            )
-        return self
+    count_rate_limits: bool = False
+    """Count 429s as breaker failures. Off by default: a throttling model is busy, not broken,
+    and Retry-After plus AIMD pace it; counted, 50 concurrent calls at a 30% 429 rate string 5
+    "consecutive" failures together by chance and open the breaker on a healthy model
+    (bench/bench_resilience.py). Turn on to shed a model that throttles without end."""
 
 
 class ModelPolicy(BaseModel):
@@ -367,71 +342,6 @@ def expand_chain(name: str, fallbacks: Mapping[str, list[str]]) -> list[str]:
     return chain
 
 
-# ------------------------------------------------------------------------------ header parsing
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|h|m|s)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|h|m|s))+")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _duration(value: str) -> float | None:
-    """'20', '1.5', '20ms', '1s', '6m0s', '1h2m3.5s' -> seconds (Go duration syntax, OpenAI's)."""
-    text = value.strip().lower()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    if not _DURATION.fullmatch(text):
-        return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def retry_after_from_headers(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> float | None:
-    """Seconds the provider asked us to wait, or None when its headers do not say.
-
-    Precedence: `retry-after-ms`; `retry-after` (seconds or an HTTP-date, measured against
-    `now`, the wall clock by default); then the rate-limit reset headers
-    (`x-ratelimit-reset-requests` / `-tokens`, `x-ratelimit-reset`): the longest reset among
-    the limits whose `x-ratelimit-remaining-*` is 0, or, when none says so, the shortest reset
-    (a repeated 429 brings fresh headers, so guessing short costs one attempt, not minutes).
-    """
-    h = {k.lower(): str(v) for k, v in headers.items()}
-    ms = _duration(h.get("retry-after-ms", "-"))
-    if ms is not None:
-        return ms / 1000.0
-    if "retry-after" in h:
-        seconds = _duration(h["retry-after"])
-        if seconds is not None:
-            return seconds
-        try:
-            when = email.utils.parsedate_to_datetime(h["retry-after"])
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    resets: dict[str, float] = {}
-    for kind in ("requests", "tokens", ""):
-        key = f"x-ratelimit-reset-{kind}" if kind else "x-ratelimit-reset"
-        seconds = _duration(h[key]) if key in h else None
-        if seconds is not None:
-            resets[kind] = seconds
-    if not resets:
-        return None
-    exhausted = [
-        s for kind, s in resets.items() if _is_zero(h.get(f"x-ratelimit-remaining-{kind}"))
-    ]
-    return max(exhausted) if exhausted else min(resets.values())
-
-
-def _is_zero(value: str | None) -> bool:
-    try:
-        return value is not None and float(value) <= 0
-    except ValueError:
-        return False
-
-
 # ------------------------------------------------------------------------------ circuit breaker
 
 
@@ -529,163 +439,12 @@ class _Breaker:
         }
 
 
-# ------------------------------------------------------------------------------ rate limiting
-
-
-class _Bucket:
-    """Token bucket with reservations: a caller takes what it needs at once (the level may go
-    negative) and sleeps until the deficit refills, so waiters are served in arrival order
-    without a lock or a polling loop."""
-
-    def __init__(self, per_minute: float, burst_seconds: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = per_minute * burst_seconds / 60.0
-        self.level = self.capacity
-        self.stamp = now
-
-    def _refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = max(self.stamp, now)
-
-    def reserve(self, amount: float, now: float) -> float:
-        """Take `amount`; return the seconds to wait before using it."""
-        self._refill(now)
-        self.level -= amount
-        return max(0.0, -self.level / self.rate)
-
-    def adjust(self, delta: float, now: float) -> None:
-        """Give back (delta > 0) or charge more (delta < 0), e.g. estimate vs reported usage."""
-        self._refill(now)
-        self.level = min(self.capacity, self.level + delta)
-
-    def available(self, now: float) -> float:
-        return min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
-
-
-class _Limiter:
-    """Concurrency cap with AIMD, RPM/TPM buckets and a Retry-After gate for one model."""
-
-    def __init__(self, model: str, cfg: RateLimitConfig, now: float) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.limit: int | None = cfg.concurrency
-        self.in_flight = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        self.epoch = 0  # bumped on each decrease; a 429 from an older epoch is already answered
-        self.successes = 0  # since the last limit change
-        self.decreases = 0
-        self.increases = 0
-        self.blocked_until = 0.0
-        self.rpm = _Bucket(cfg.rpm, cfg.burst_seconds, now) if cfg.rpm else None
-        self.tpm = _Bucket(cfg.tpm, cfg.burst_seconds, now) if cfg.tpm else None
-
-    def _has_room(self) -> bool:
-        return self.limit is None or self.in_flight < self.limit
-
-    async def acquire(self, emit: Emit) -> int:
-        """Take a concurrency slot (FIFO); return the AIMD epoch the call starts in."""
-        if self._has_room() and not self.waiters:
-            self.in_flight += 1
-            return self.epoch
-        detail: dict[str, Any] = {"action": "queued", "reason": "concurrency", "limit": self.limit}
-        detail |= {"in_flight": self.in_flight, "queued": len(self.waiters) + 1}
-        emit(Event(kind=EventKind.RATE_LIMIT, model=self.model, detail=detail))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # granted and cancelled in the same turn: pass the slot on
-            elif fut in self.waiters:
-                self.waiters.remove(fut)
-            raise
-        return self.epoch
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        self._grant()
-
-    def _grant(self) -> None:
-        while self.waiters and self._has_room():
-            fut = self.waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1  # counted here so a newcomer cannot jump the queue
-                fut.set_result(None)
-
-    def pace_wait(self, tokens: int, now: float) -> tuple[float, str]:
-        """Reserve one request and `tokens` tokens; return (seconds to wait, binding limit)."""
-        waits = {"retry_after": max(0.0, self.blocked_until - now)}
-        if self.rpm is not None:
-            waits["rpm"] = self.rpm.reserve(1, now)
-        if self.tpm is not None:
-            waits["tpm"] = self.tpm.reserve(tokens, now)
-        reason = max(waits, key=lambda k: waits[k])
-        return waits[reason], reason
-
-    def refund(self, tokens: int, now: float) -> None:
-        if self.rpm is not None:
-            self.rpm.adjust(1, now)
-        if self.tpm is not None:
-            self.tpm.adjust(tokens, now)
-
-    def on_success(self, estimated: int, actual: int, now: float, emit: Emit) -> None:
-        if self.tpm is not None and actual > 0:
-            self.tpm.adjust(estimated - actual, now)
-        if self.limit is None or not self.cfg.aimd:
-            return
-        self.successes += 1
-        ceiling = self.cfg.concurrency or math.inf
-        if self.successes >= self.limit and self.limit < ceiling:
-            old, self.limit = self.limit, int(min(ceiling, self.limit + self.cfg.aimd_increase))
-            self.successes = 0
-            self.increases += 1
-            self._emit_change(emit, "increase", old, "a window of successes")
-            self._grant()
-
-    def on_rate_limited(
-        self, epoch: int, retry_after: float | None, now: float, emit: Emit
-    ) -> None:
-        if retry_after:
-            self.blocked_until = max(self.blocked_until, now + retry_after)
-        if not self.cfg.aimd or epoch != self.epoch:
-            return
-        base = self.limit if self.limit is not None else self.in_flight
-        new = max(self.cfg.min_concurrency, int(base * self.cfg.aimd_decrease))
-        self.epoch += 1  # the other 429s of this burst started before the decrease
-        if self.limit is not None and new >= self.limit:
-            return
-        old, self.limit = self.limit, new
-        self.successes = 0
-        self.decreases += 1
-        self._emit_change(emit, "decrease", old, "429 rate limited")
-
-    def _emit_change(self, emit: Emit, action: str, old: int | None, reason: str) -> None:
-        detail: dict[str, Any] = {"action": action, "reason": reason, "from": old, "to": self.limit}
-        detail["in_flight"] = self.in_flight
-        emit(Event(kind=EventKind.RATE_LIMIT, model=self.model, detail=detail))
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        return {
-            "concurrency_limit": self.limit,
-            "in_flight": self.in_flight,
-            "queued": len(self.waiters),
-            "rpm": self.cfg.rpm,
-            "tpm": self.cfg.tpm,
-            "rpm_available": self.rpm.available(now) if self.rpm else None,
-            "tpm_available": self.tpm.available(now) if self.tpm else None,
-            "blocked_for": max(0.0, self.blocked_until - now),
-            "aimd_decreases": self.decreases,
-            "aimd_increases": self.increases,
-        }
-
-
 class _ModelState:
     def __init__(self, model: str, config: PolicyConfig, now: float) -> None:
         self.model = model
         self.retry, breaker, limits = config.for_model(model)
         self.breaker = _Breaker(model, breaker)
-        self.limiter = _Limiter(model, limits, now)
+        self.limiter = Limiter(model, limits, now)
 
 
 # --------------------------------------------------------------------------------------- policy
@@ -737,6 +496,10 @@ class Policy:
         cap = min(retry.max_delay, retry.base_delay * 2 ** (attempt - 1))
         return self._rng.uniform(0.0, cap)
 
+    def _spread(self, retry: RetryConfig, asked: float) -> float:
+        """A server-requested wait plus its jitter (see RetryConfig.retry_after_jitter)."""
+        return asked + self._rng.uniform(0.0, asked * retry.retry_after_jitter)
+
     async def execute(
         self, chain: list[str], call: Call, *, emit: Emit, estimated_tokens: int = 0
     ) -> tuple[Completion, int]:
@@ -764,10 +527,12 @@ class Policy:
                 return done, total
             assert error is not None
             errors[model] = error
-            if i + 1 < len(models):
-                detail: dict[str, Any] = {"from": model, "to": models[i + 1], "reason": reason}
-                detail |= {"error": type(error).__name__, "attempts": attempts}
-                emit(Event(kind=EventKind.FALLBACK, model=model, detail=detail))
+            # to=None: the chain ran out and the call raises. Emitted even then, so a call that
+            # sent no request at all (breaker open, held off by Retry-After) is still traced.
+            nxt = models[i + 1] if i + 1 < len(models) else None
+            detail: dict[str, Any] = {"from": model, "to": nxt, "reason": reason}
+            detail |= {"error": type(error).__name__, "attempts": attempts}
+            emit(Event(kind=EventKind.FALLBACK, model=model, detail=detail))
         if len(models) > 1:
             raise AllModelsFailed(errors)
         error = errors[models[0]]
@@ -818,8 +583,10 @@ class Policy:
             asked = last.retry_after
             if asked is not None and asked > retry.max_retry_after:
                 return None, last, "retry_after_too_long", attempts
-            wait = max(jittered, asked or 0.0)
-            why = "retry_after" if asked is not None and asked >= jittered else "backoff"
+            if asked is not None and asked >= jittered:
+                wait, why = self._spread(retry, asked), "retry_after"
+            else:
+                wait, why = jittered, "backoff"
             detail: dict[str, Any] = {
                 "attempt": attempt,
                 "error": type(last).__name__,
@@ -840,6 +607,8 @@ class Policy:
         epoch = await lim.acquire(emit)
         try:
             wait, why = lim.pace_wait(estimated_tokens, self.clock.now())
+            if why == "retry_after" and wait > 0:
+                wait = self._spread(st.retry, wait)
             if wait > 0:
                 delay = {"action": "delay", "reason": why, "wait_s": wait}
                 emit(Event(kind=EventKind.RATE_LIMIT, model=st.model, detail=delay))
@@ -861,7 +630,7 @@ class Policy:
             except ContextOverflow:
                 lim.refund(estimated_tokens, self.clock.now())  # refused before sending
                 raise
-            lim.on_success(estimated_tokens, done.usage.total_tokens, self.clock.now(), emit)
+            lim.on_success(epoch, estimated_tokens, done.usage.total_tokens, self.clock.now(), emit)
             return done
         finally:
             lim.release()

@@ -154,9 +154,20 @@ def test_jitter_spreads_waits_over_the_whole_range() -> None:
 def test_retry_after_is_honoured_over_a_shorter_backoff() -> None:
     policy, clock = make(rng=TopRng())  # backoff after attempt 1 would be 0.5 s
     _, total, events = run(policy, [A], Script({A: [RateLimited("429", retry_after=7.0)]}))
-    assert total == 2 and clock.sleeps == [7.0]
-    assert kinds(events, EventKind.WAIT) == [{"seconds": 7.0, "reason": "retry_after"}]
+    assert total == 2 and clock.sleeps == [10.5]  # 7 s plus the top of its 50% jitter
+    assert kinds(events, EventKind.WAIT) == [{"seconds": 10.5, "reason": "retry_after"}]
     assert kinds(events, EventKind.RETRY)[0]["retry_after"] == 7.0
+
+
+def test_retry_after_jitter_spreads_resumptions_and_can_be_turned_off() -> None:
+    policy, clock = make({**NO_BREAKER, "retry": {"max_attempts": 2}}, rng=random.Random(3))
+    for _ in range(200):
+        run(policy, [A], Script({A: [RateLimited("429", retry_after=2.0)]}))
+    assert all(2.0 <= w <= 3.0 for w in clock.sleeps)
+    assert max(clock.sleeps) - min(clock.sleeps) > 0.9  # spread over the whole half-second
+    exact, clock = make({"retry": {"retry_after_jitter": 0}})
+    run(exact, [A], Script({A: [RateLimited("429", retry_after=2.0)]}))
+    assert clock.sleeps == [2.0]
 
 
 def test_a_longer_backoff_wins_over_a_tiny_retry_after() -> None:
@@ -483,6 +494,9 @@ def test_concurrency_cap_holds_and_queued_calls_are_reported() -> None:
     assert policy.limiter_states()[A]["in_flight"] == 0
 
 
+SMALL_WINDOW = {"aimd_min_calls": 4}  # judge every 4 outcomes, so a burst of 4-8 calls is one
+
+
 def _burst_of_429s(policy: Policy, n: int, events: list[Event]) -> list[Completion]:
     async def main() -> list[Completion]:
         all_in = asyncio.Event()
@@ -507,7 +521,7 @@ def _burst_of_429s(policy: Policy, n: int, events: list[Event]) -> list[Completi
 
 
 def test_aimd_halves_once_per_burst_of_429s_then_adds_one_per_window() -> None:
-    policy, _ = make({"limits": {A: {"concurrency": 8}}, **NO_BREAKER})
+    policy, _ = make({"limits": {A: {"concurrency": 8, **SMALL_WINDOW}}, **NO_BREAKER})
     events: list[Event] = []
     assert len(_burst_of_429s(policy, 8, events)) == 8
     changes = [
@@ -526,7 +540,7 @@ def test_aimd_halves_once_per_burst_of_429s_then_adds_one_per_window() -> None:
 
 
 def test_aimd_recovers_up_to_the_configured_ceiling_only() -> None:
-    policy, _ = make({"limits": {A: {"concurrency": 4}}, **NO_BREAKER})
+    policy, _ = make({"limits": {A: {"concurrency": 4, **SMALL_WINDOW}}, **NO_BREAKER})
     _burst_of_429s(policy, 4, [])
     assert policy.limiter_states()[A]["concurrency_limit"] == 3  # 4 -> 2, +1 after 2 successes
     for _ in range(20):
@@ -535,7 +549,7 @@ def test_aimd_recovers_up_to_the_configured_ceiling_only() -> None:
 
 
 def test_aimd_caps_an_uncapped_model_at_a_share_of_what_was_in_flight() -> None:
-    policy, _ = make({"limits": {"*": {"min_concurrency": 2}}, **NO_BREAKER})
+    policy, _ = make({"limits": {"*": {"min_concurrency": 2, **SMALL_WINDOW}}, **NO_BREAKER})
     assert policy.config.for_model(A)[2].concurrency is None
     events: list[Event] = []
     _burst_of_429s(policy, 6, events)
@@ -544,7 +558,9 @@ def test_aimd_caps_an_uncapped_model_at_a_share_of_what_was_in_flight() -> None:
 
 
 def test_aimd_never_goes_below_min_concurrency() -> None:
-    policy, _ = make({"limits": {A: {"concurrency": 2, "min_concurrency": 2}}, **NO_BREAKER})
+    policy, _ = make(
+        {"limits": {A: {"concurrency": 2, "min_concurrency": 2, **SMALL_WINDOW}}, **NO_BREAKER}
+    )
     _burst_of_429s(policy, 2, [])
     assert policy.limiter_states()[A]["aimd_decreases"] == 0
 
@@ -594,7 +610,7 @@ def test_a_context_overflow_gives_its_rate_budget_back() -> None:
 
 
 def test_retry_after_from_one_call_holds_back_the_next_calls_to_that_model() -> None:
-    policy, clock = make({"retry": {"max_attempts": 1}})
+    policy, clock = make({"retry": {"max_attempts": 1}}, rng=TopRng())
     with pytest.raises(RetryExhausted):
         asyncio.run(
             policy.execute(
@@ -603,8 +619,8 @@ def test_retry_after_from_one_call_holds_back_the_next_calls_to_that_model() -> 
         )
     assert policy.limiter_states()[A]["blocked_for"] == 5
     _, _, events = run(policy, [A], Script())
-    assert clock.sleeps == [5.0]
-    assert kinds(events, EventKind.WAIT) == [{"seconds": 5.0, "reason": "retry_after"}]
+    assert clock.sleeps == [7.5]  # held 5 s by the gate, plus the top of its 50% jitter
+    assert kinds(events, EventKind.WAIT) == [{"seconds": 7.5, "reason": "retry_after"}]
 
 
 def test_limits_use_the_most_specific_entry() -> None:
@@ -899,3 +915,46 @@ def test_a_long_retry_after_sends_later_calls_to_the_fallback_without_a_request(
     assert isinstance(raised, RetryExhausted) and isinstance(raised.last_error, RateLimited)
     clock.advance(120)
     assert run(policy, [A], script)[0].model == A
+
+
+def test_a_call_the_breaker_refuses_outright_is_still_traced() -> None:
+    policy, _ = make(BREAKER)
+    script = Script({A: [down()] * 3})
+    for _ in range(3):
+        run_err(policy, [A], script)
+    raised, events = run_err(policy, [A], script)  # no request sent, nothing else to trace
+    assert isinstance(raised, CircuitOpen)
+    assert kinds(events, EventKind.FALLBACK) == [
+        {"from": A, "to": None, "reason": "circuit_open", "error": "CircuitOpen", "attempts": 0}
+    ]
+
+
+def test_the_last_model_of_a_chain_that_ran_out_says_why_it_was_left() -> None:
+    policy, _ = make({"retry": {"max_attempts": 2}, **NO_BREAKER})
+    _, events = run_err(policy, [A, B], Script({A: [down()] * 2, B: [down(B)] * 2}))
+    hops = [(f["from"], f["to"], f["reason"]) for f in kinds(events, EventKind.FALLBACK)]
+    assert hops == [(A, B, "retries_exhausted"), (B, None, "retries_exhausted")]
+
+
+def _limit_after(pattern: list[Any], calls: int) -> tuple[int | None, list[dict[str, Any]]]:
+    policy, _ = make({"limits": {A: {"concurrency": 10}}, "retry": {"max_attempts": 4}})
+    script = Script({A: pattern * calls})
+    events: list[Event] = []
+    for _ in range(calls):
+        events += run(policy, [A], script)[2]
+    changes = [d for d in kinds(events, EventKind.RATE_LIMIT) if d["action"] == "decrease"]
+    return policy.limiter_states()[A]["concurrency_limit"], changes
+
+
+def test_a_steady_minority_of_429s_leaves_the_concurrency_limit_alone() -> None:
+    limit, cuts = _limit_after([RateLimited("429"), 0, 0], 30)  # a third of attempts refused
+    assert limit == 10 and cuts == []
+
+
+def test_a_majority_of_429s_in_a_window_cuts_the_limit_once_per_window() -> None:
+    limit, cuts = _limit_after([RateLimited("429"), RateLimited("429"), 0], 15)
+    # judged over aimd_min_calls=30 outcomes (not the limit of 10): 20 of them were 429s
+    assert [(c["from"], c["to"], c["reason"]) for c in cuts] == [
+        (10, 5, "67% of 30 calls rate limited")
+    ]
+    assert limit == 6  # the last 5 calls succeed: one full window of 5 adds 1

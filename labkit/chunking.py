@@ -1,0 +1,400 @@
+"""Map a prompt over a long document: split by tokens, one call per chunk, merge the answers.
+
+Every chunk goes through the ordinary call path (`Client.agenerate`: cache, policy, fit check,
+trace), so retries, fallbacks and cached answers work per chunk, and a re-run after a failure
+pays only for the chunks that failed. The chunk calls carry `parent_id`, and one `kind="parent"`
+trace row (written when the map ends) holds the totals, so a trace browser shows one document
+as one unit::
+
+    text -> chunk_text (model tokenizer, else high-side estimate; `overlap` tokens shared)
+         -> agenerate(template with {{document}} = chunk, parent_id=P) per chunk, concurrently
+         -> merge: schema -> merge_structured (lists concatenated, scalars by confidence)
+                   no schema -> the chunk texts in order
+         -> trace row kind="parent", call_id=P, meta={"chunks": n, ...}
+
+The default chunk size fills the model's context window: window - the template's own tokens
+(schema instructions included) - the reply's `max_tokens` - `CHUNK_MARGIN_TOKENS`. It is sized
+for the model asked for; a fallback with a smaller window answers ContextOverflow for a chunk,
+which the policy treats like any other reason to take the next model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from .context import Chunk, chunk_text, count_tokens, merge_structured
+from .errors import InputError, LabkitError
+from .prompts import template_variables
+from .tracing import new_id
+from .types import Completion
+
+if TYPE_CHECKING:
+    from .client import CacheMode, Client
+    from .structured import SchemaLike
+
+__all__ = [
+    "CHUNK_MARGIN_TOKENS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_REPLY_TOKENS",
+    "ChunkTotals",
+    "ChunkedResult",
+    "amap_chunks",
+    "map_chunks",
+]
+
+CHUNK_MARGIN_TOKENS = 16
+"""Kept free in every chunk's window: token boundaries shift by a few where the chunk meets the
+template, and the chunk number variables are counted as one digit."""
+DEFAULT_OVERLAP = 64
+"""Tokens consecutive chunks share by default (capped at a quarter of the chunk size), so a
+sentence cut at a boundary is still seen whole in one of the two chunks."""
+DEFAULT_REPLY_TOKENS = 512
+"""Reply room reserved when no max_tokens is given (at most a quarter of the window)."""
+CHUNK_VARIABLES = ("chunk_number", "chunk_count")
+"""Optional template variables filled per chunk: 1-based position and number of chunks."""
+
+
+@dataclass(frozen=True)
+class ChunkTotals:
+    """Sums over the chunk calls (cache hits report their original tokens and cost)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    """Wall time of the whole map, chunking and merging included."""
+    chunk_latency_s: float = 0.0
+    """Sum of the chunk calls' latencies: what the map would take one chunk at a time."""
+    cache_hits: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ChunkedResult:
+    """The merged answer of one document and everything it was built from."""
+
+    value: Any
+    """With a schema: the merged dict (`merge_structured`); without: the chunk texts in order."""
+    confidences: dict[str, float]
+    """Per-field confidences of the merged value ({} without a schema)."""
+    chunks: list[Chunk]
+    completions: list[Completion | None]
+    """One per chunk, in order; None where that chunk's call failed (see `errors`)."""
+    parent_id: str
+    """call_id of the parent trace row; every chunk call's trace rows carry it as parent_id."""
+    totals: ChunkTotals
+    errors: dict[int, LabkitError] = field(default_factory=dict)
+    """Chunk index -> the error its call ended with (only with on_error="keep")."""
+    unparsed: list[int] = field(default_factory=list)
+    """Chunks whose reply held no usable object for the schema (left out of the merge)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _ab_key(text: str, given: str | None, item_id: str | None) -> str:
+    """One A/B arm for the whole document: chunks of one text must not split across arms."""
+    if given is not None:
+        return given
+    return item_id or hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def amap_chunks(
+    text: str,
+    *,
+    template: str,
+    variable: str = "document",
+    model: str | None = None,
+    schema: SchemaLike | None = None,
+    client: Client | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
+    variables: Mapping[str, Any] | None = None,
+    concurrency: int = 8,
+    cache: CacheMode = "use",
+    on_error: Literal["raise", "keep"] = "raise",
+    **generate_kwargs: Any,
+) -> ChunkedResult:
+    """Run `template` over `text` in chunks through the call path and merge the answers.
+
+    `template` must contain `{{<variable>}}` (the chunk goes there) and may use
+    `{{chunk_number}}` / `{{chunk_count}}`; `variables` fills its other placeholders.
+    `chunk_tokens` defaults to what fits the model's window (module docstring); consecutive
+    chunks share `overlap` tokens (default `DEFAULT_OVERLAP`, at most a quarter of a chunk; an
+    explicit value is used as given). At most `concurrency` chunk calls run at once (the policy's
+    own limits still apply). `generate_kwargs` go to every chunk call (system, temperature,
+    max_tokens, run_id, item_id, profile, ...); a `parent_id` there becomes the parent row's own
+    parent, so a map can hang under a larger unit of work.
+
+    on_error="raise" (default): if any chunk call fails, the parent row is written with
+    status="error" and the first chunk's error is raised (a note names the chunk and the parent
+    trace; answered chunks stay cached, so a re-run only repeats the failed ones).
+    on_error="keep": return the partial result, with `errors` and `ok` saying what is missing.
+    """
+    started = time.perf_counter()
+    if client is None:
+        from .client import default_client
+
+        client = default_client()
+    if on_error not in ("raise", "keep"):
+        raise InputError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise InputError(f"concurrency must be a positive integer, got {concurrency!r}")
+    if variable not in template_variables(template):
+        raise InputError(
+            f"the template has no {{{{{variable}}}}} placeholder for the chunk; add it, or pass "
+            f"variable=<the placeholder's name> (found: {sorted(template_variables(template))})"
+        )
+    fixed = dict(variables or {})
+    kw = dict(generate_kwargs)
+    outer_parent = kw.pop("parent_id", None)
+    kw["ab_key"] = _ab_key(text, kw.pop("ab_key", None), kw.get("item_id"))
+    # The request with a placeholder instead of the chunk: resolves the model and measures the
+    # template exactly as the chunk calls will send it (system prompt, schema instructions).
+    shape = {**fixed, **dict.fromkeys(CHUNK_VARIABLES, "0"), variable: "{{" + variable + "}}"}
+    probe = client.prepare(template=template, variables=shape, model=model, schema=schema, **kw)
+    res = probe.resolution
+    backend = client.backend_for(res.model)
+    tokenizer: Callable[[], tuple[Any, Any]] | None = getattr(backend, "tokenizer", None)
+
+    def split() -> tuple[list[Chunk], dict[str, Any]]:
+        # In a worker thread: a local tokenizer may load the model or wait for its lock.
+        tok = detok = None
+        if callable(tokenizer):
+            tok, detok = tokenizer()
+        info: dict[str, Any] = {"tokenizer": "model" if tok is not None else "estimate"}
+        size = chunk_tokens
+        if size is None:
+            size, sizing = _fit_chunk(client, res.model, probe.messages, backend, probe.params)
+            info |= sizing
+        elif not isinstance(size, int) or size < 1:
+            raise InputError(f"chunk_tokens must be a positive integer, got {size!r}")
+        shared = min(DEFAULT_OVERLAP, size // 4) if overlap is None else overlap
+        if not isinstance(shared, int) or not 0 <= shared < size:
+            raise InputError(
+                f"overlap={shared!r} must be a non-negative integer below the chunk size of "
+                f"{size} tokens; lower overlap, or pass a larger chunk_tokens="
+            )
+        info |= {"chunk_tokens": size, "overlap": shared}
+        return chunk_text(text, size, shared, tokenize=tok, detokenize=detok), info
+
+    chunks, sizing = await asyncio.to_thread(split)
+    parent_id = new_id()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(chunk: Chunk) -> Completion:
+        filled = {**fixed, variable: chunk.text}
+        filled |= {"chunk_number": chunk.index + 1, "chunk_count": chunk.total}
+        async with gate:
+            return await client.agenerate(
+                template=template,
+                variables=filled,
+                model=model,
+                schema=schema,
+                parent_id=parent_id,
+                cache=cache,
+                **kw,
+            )
+
+    outcomes = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
+    completions: list[Completion | None] = []
+    errors: dict[int, LabkitError] = {}
+    crash: BaseException | None = None
+    for i, out in enumerate(outcomes):
+        if isinstance(out, Completion):
+            completions.append(out)
+            continue
+        completions.append(None)
+        if isinstance(out, LabkitError):
+            errors[i] = out
+        elif crash is None:
+            crash = out  # a bug or a cancellation: traced below, then raised as is
+    done = [c for c in completions if c is not None]
+    value: dict[str, Any] | list[str]
+    if schema is not None:
+        value, confidences, unparsed = _merge(completions)
+    else:
+        value, confidences, unparsed = [c.text for c in done], {}, []
+    totals = ChunkTotals(
+        prompt_tokens=sum(c.usage.prompt_tokens for c in done),
+        completion_tokens=sum(c.usage.completion_tokens for c in done),
+        cached_tokens=sum(c.usage.cached_tokens for c in done),
+        cost_usd=sum(c.cost_usd for c in done),
+        latency_s=time.perf_counter() - started,
+        chunk_latency_s=sum(c.latency_s for c in done),
+        cache_hits=sum(c.cache_hit for c in done),
+    )
+    result = ChunkedResult(
+        value=value,
+        confidences=confidences,
+        chunks=chunks,
+        completions=completions,
+        parent_id=parent_id,
+        totals=totals,
+        errors=errors,
+        unparsed=unparsed,
+    )
+    failed: BaseException | None = crash or (errors[min(errors)] if errors else None)
+    meta: dict[str, Any] = {"chunks": len(chunks), "variable": variable, **sizing}
+    meta |= {
+        "failed": sorted(i for i, c in enumerate(completions) if c is None),
+        "unparsed": unparsed,
+        "chunk_calls": [c.trace_id if c is not None else None for c in completions],
+        "chunk_latency_s": totals.chunk_latency_s,
+        "cache_hits": totals.cache_hits,
+    }
+    client.tracer.record(
+        kind="parent",
+        call_id=parent_id,
+        parent_id=outer_parent,
+        run_id=kw.get("run_id"),
+        item_id=kw.get("item_id"),
+        alias=res.alias,
+        model=res.model,
+        status="error" if failed is not None else "ok",
+        prompt=probe.messages,
+        response=json.dumps(value, default=str),
+        params=probe.params,
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        cached_tokens=totals.cached_tokens,
+        cost_usd=totals.cost_usd,
+        latency_s=totals.latency_s,
+        cache_hit=bool(done) and totals.cache_hits == len(chunks),
+        parse_ok=(not unparsed and failed is None) if schema is not None else None,
+        error_type=type(failed).__name__ if failed is not None else None,
+        error=_failure_text(completions, failed) if failed is not None else None,
+        meta=meta,
+    )
+    if crash is not None:
+        raise crash
+    if errors and on_error == "raise":
+        first = min(errors)
+        kept = " (their answers are cached: a re-run repeats only the failed ones)"
+        errors[first].add_note(
+            f"labkit.map_chunks: chunk {first + 1} of {len(chunks)} failed "
+            f"({len(errors)} in all); the answered chunks are traced under parent_id="
+            f"{parent_id}{kept if cache != 'off' and client.cache is not None else ''}. "
+            "Pass on_error='keep' for the partial result."
+        )
+        raise errors[first]
+    return result
+
+
+def map_chunks(
+    text: str,
+    *,
+    template: str,
+    variable: str = "document",
+    model: str | None = None,
+    schema: SchemaLike | None = None,
+    client: Client | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int | None = None,
+    variables: Mapping[str, Any] | None = None,
+    concurrency: int = 8,
+    cache: CacheMode = "use",
+    on_error: Literal["raise", "keep"] = "raise",
+    **generate_kwargs: Any,
+) -> ChunkedResult:
+    """Blocking `amap_chunks` (runs on the client's own loop; works inside Jupyter too)."""
+    if client is None:
+        from .client import default_client
+
+        client = default_client()
+    result: ChunkedResult = client.run(
+        amap_chunks(
+            text,
+            template=template,
+            variable=variable,
+            model=model,
+            schema=schema,
+            client=client,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
+            variables=variables,
+            concurrency=concurrency,
+            cache=cache,
+            on_error=on_error,
+            **generate_kwargs,
+        )
+    )
+    return result
+
+
+def _fit_chunk(
+    client: Client,
+    model: str,
+    messages: list[dict[str, Any]],
+    backend: Any,
+    params: Mapping[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Largest chunk that fits `model`'s window beside the template and the reply."""
+    caps = client.registry.capabilities(model)
+    window = caps.context_window
+    if window is None:
+        raise InputError(
+            f"{model}: its context window is unknown, so the chunk size cannot be derived; "
+            "pass chunk_tokens=, or register the model with context_window= in the registry"
+        )
+    counter = getattr(backend, "count_tokens", None)
+    template_tokens = count_tokens(
+        model, messages, counter=(lambda m: counter(model, m)) if callable(counter) else None
+    )
+    max_tokens = params.get("max_tokens") or caps.params.get("max_tokens")
+    reply = int(max_tokens) if max_tokens else min(DEFAULT_REPLY_TOKENS, window // 4)
+    if caps.max_output_tokens is not None and not max_tokens:
+        reply = min(reply, caps.max_output_tokens)
+    size = window - template_tokens - reply - CHUNK_MARGIN_TOKENS
+    if size < 1:
+        raise InputError(
+            f"{model}: the template ({template_tokens} tokens) plus {reply} reply tokens leave no "
+            f"room for a chunk in the {window}-token window; shorten the template, lower "
+            "max_tokens, or pick a model with a larger window"
+        )
+    sizing = {"window": window, "template_tokens": template_tokens, "reply_tokens": reply}
+    return size, sizing
+
+
+def _merge(
+    completions: list[Completion | None],
+) -> tuple[dict[str, Any], dict[str, float], list[int]]:
+    """merge_structured over the chunks whose reply parsed to an object; the rest are listed."""
+    values: list[dict[str, Any]] = []
+    confidences: list[dict[str, float]] = []
+    unparsed: list[int] = []
+    for i, done in enumerate(completions):
+        if done is None:
+            continue
+        parsed = done.parsed
+        value = parsed.value if parsed is not None else None
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if not isinstance(value, dict):
+            unparsed.append(i)
+            continue
+        values.append(value)
+        confidences.append(dict(parsed.confidences) if parsed is not None else {})
+    merged, confs = merge_structured(values, confidences)
+    return merged, confs, unparsed
+
+
+def _failure_text(completions: list[Completion | None], failed: BaseException) -> str:
+    missing = [i + 1 for i, c in enumerate(completions) if c is None]
+    return (
+        f"{len(missing)} of {len(completions)} chunk(s) failed (chunk(s) {missing}); "
+        f"first: {type(failed).__name__}: {failed}"
+    )
