@@ -393,7 +393,11 @@ def token_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
 
     title = f"Tokens per call by {by}"
     if (
-        fig := _guard(df, title, [by, "prompt_tokens", "completion_tokens", "cached_tokens"])
+        fig := _guard(
+            df,
+            title,
+            [by, "item_id", "passed", "prompt_tokens", "completion_tokens", "cached_tokens"],
+        )
     ) is not None:
         return fig
     c = stats.cost_summary(df, by)

@@ -1,0 +1,299 @@
+"""The results of a grid run: one tidy DataFrame (`Results.df`) and the run's definition (`meta`).
+
+The frame's columns are the contract in the `labkit.stats` docstring (one row per item x prompt
+x model x repeat), so every statistic, chart, report and export is a function of it. Files keep
+it whole: Parquet with `meta` in the file's metadata, or CSV with `meta` beside it; dict and list
+columns are stored as JSON text, never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .experiment import Experiment
+    from .stats import CalibrationResult, PairedResult
+
+__all__ = ["COLUMNS", "JSON_COLUMNS", "Results"]
+
+COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "item_id",
+    "prompt",
+    "model",
+    "model_id",
+    "variant",
+    "repeat",
+    "output",
+    "parsed",
+    "parse_ok",
+    "passed",
+    "score",
+    "scores",
+    "confidence",
+    "confidences",
+    "field_correct",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "latency_s",
+    "ttft_s",
+    "cache_hit",
+    "repairs",
+    "error",
+    "error_type",
+    "trace_id",
+)
+"""The results frame's columns, in order (see the `labkit.stats` docstring for their meaning)."""
+JSON_COLUMNS: tuple[str, ...] = ("parsed", "scores", "confidences", "field_correct", "repairs")
+"""Columns holding dicts/lists; stored as JSON text in CSV and Parquet files."""
+_INT_COLUMNS = ("repeat", "prompt_tokens", "completion_tokens", "cached_tokens")
+_FLOAT_COLUMNS = ("score", "confidence", "cost_usd", "latency_s", "ttft_s")
+_STR_COLUMNS = ("run_id", "item_id", "prompt", "model", "model_id", "variant")
+_TEXT_COLUMNS = ("output", "error", "error_type", "trace_id")
+
+
+class Results:
+    """The tidy results frame of a run (`df`), its definition (`meta`), and what to do with it."""
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        meta: Mapping[str, Any] | None = None,
+        experiment: Experiment | None = None,
+    ) -> None:
+        self.df = df
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.experiment = experiment
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        errors = int(self.df["error"].notna().sum()) if "error" in self.df else 0
+        planned = self.meta.get("planned", len(self))
+        return (
+            f"Results(run_id={self.meta.get('run_id')!r}, rows={len(self)}/{planned}, "
+            f"errors={errors}, variants={self.variants})"
+        )
+
+    @property
+    def variants(self) -> list[str]:
+        import pandas as pd
+
+        return [str(v) for v in pd.unique(self.df["variant"])] if len(self.df) else []
+
+    # ------------------------------------------------------------------ statistics
+    def summary(self, by: str = "variant") -> pd.DataFrame:
+        """One row per group: success rate with its Wilson interval, errors, mean score, parse
+        rate, cost (total, per item, per success) and latency percentiles."""
+        import pandas as pd
+
+        from . import stats
+
+        df = self.df
+        out = stats.success_rates(df, by)
+        extra = pd.DataFrame({by: out[by]})
+        if len(df):
+            g = df.groupby(by, sort=False, observed=True)
+            extra["score_mean"] = extra[by].map(g["score"].mean())
+            extra["parse_rate"] = extra[by].map(g["parse_ok"].mean())
+            extra["cache_hits"] = extra[by].map(g["cache_hit"].sum()).fillna(0).astype("int64")
+        else:
+            extra = extra.assign(score_mean=[], parse_rate=[], cache_hits=[])
+        cost = stats.cost_summary(df, by)[[by, "total_cost", "cost_per_item", "cost_per_success"]]
+        lat = stats.latency_summary(df, by, percentiles=(50, 95))
+        lat = lat[[by, "latency_n", "latency_p50", "latency_p95", "ttft_p50"]]
+        for part in (extra, cost, lat):
+            out = out.merge(part, on=by, how="left")
+        return out
+
+    def compare(self, a: str, b: str, by: str = "variant") -> PairedResult:
+        """Paired comparison of two groups on the items both answered (bootstrap + McNemar)."""
+        from . import stats
+
+        return stats.paired_comparison(self.df, a, b, by=by)
+
+    def calibration(self, field: str | None = None, by: str = "variant") -> CalibrationResult:
+        """Self-reported confidence vs correctness (row-level, or one field's)."""
+        from . import stats
+
+        return stats.calibration(self.df, field=field, by=by)
+
+    def charts(self, by: str = "variant") -> dict[str, Any]:
+        """Every chart of the report, keyed by name (plotly Figures)."""
+        from . import plots
+
+        return plots.all_charts(self.df, by=by)
+
+    def best(
+        self, metric: str = "success_rate", constraints: Mapping[str, Any] | None = None
+    ) -> Any:
+        """The winning variant (a `labkit.export.Winner`) on `metric` among those meeting
+        `constraints`; see `labkit.config.best_variant`."""
+        from .config import best_variant
+
+        return best_variant(self, metric=metric, constraints=constraints)
+
+    def export_config(self, path: str | Path, variant: str | None = None, **kw: Any) -> Any:
+        """Write the (best, or named) variant as a deployable config; see `labkit.config`."""
+        from .config import export_config
+
+        return export_config(self, path, variant=variant, **kw)
+
+    # ------------------------------------------------------------------ files
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write the frame (dict/list columns as JSON text) with `meta` in the file's metadata."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        target = Path(path)
+        table = pa.Table.from_pandas(_encoded(self.df), preserve_index=False)
+        metadata = dict(table.schema.metadata or {})
+        metadata[b"labkit"] = json.dumps(self.meta, default=str, ensure_ascii=False).encode()
+        pq.write_table(table.replace_schema_metadata(metadata), target)
+        return target
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the frame as CSV (dict/list columns as JSON text) and `meta` next to it as
+        `<path>.meta.json`."""
+        target = Path(path)
+        _encoded(self.df).to_csv(target, index=False)
+        _meta_path(target).write_text(
+            json.dumps(self.meta, default=str, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        return target
+
+    @classmethod
+    def read(cls, path: str | Path) -> Results:
+        """Read a file written by `to_parquet` or `to_csv`."""
+        import pandas as pd
+
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no results file at {source}")
+        meta: dict[str, Any] = {}
+        if source.suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(source)
+            raw = (table.schema.metadata or {}).get(b"labkit")
+            meta = json.loads(raw) if raw else {}
+            df = table.to_pandas()
+        elif source.suffix == ".csv":
+            dtypes = {c: str for c in _STR_COLUMNS + _TEXT_COLUMNS + JSON_COLUMNS}
+            df = pd.read_csv(source, dtype=dtypes, keep_default_na=False, na_values=[""])
+            side = _meta_path(source)
+            if side.is_file():
+                meta = json.loads(side.read_text(encoding="utf-8"))
+        else:
+            raise ValueError(f"unsupported results file {source.suffix!r}; use .parquet or .csv")
+        for col in JSON_COLUMNS:
+            if col in df:
+                df[col] = [_loads(v) for v in df[col]]
+        return cls(_typed(df), meta)
+
+    # ------------------------------------------------------------------ notebook
+    def _repr_html_(self) -> str:
+        import html
+
+        head = html.escape(repr(self))
+        if not len(self.df):
+            return f"<p><code>{head}</code></p>"
+        s = self.summary()
+        table = s[[c for c in _SHOWN if c in s]].copy()
+        table["rate"] = [
+            "n/a" if math.isnan(r) else f"{r:.1%} [{lo:.0%}, {hi:.0%}]"
+            for r, lo, hi in zip(s["rate"], s["ci_low"], s["ci_high"], strict=True)
+        ]
+        return f"<p><code>{head}</code></p>" + table.to_html(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"
+        )
+
+
+_SHOWN = ("variant", "n", "rate", "errors", "score_mean", "total_cost", "latency_p50")
+
+
+# ---------------------------------------------------------------------------- frames
+def build_frame(rows: Sequence[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+    """Rows (keyed by plan index) -> the typed results frame, in plan order."""
+    import pandas as pd
+
+    ordered = [row for _, row in sorted(rows, key=lambda kv: kv[0])]
+    df = pd.DataFrame.from_records(ordered, columns=list(COLUMNS))
+    return _typed(df)
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Contract dtypes: ints, floats (NaN for missing), bools, object for text and JSON."""
+    import pandas as pd
+
+    df = df.reindex(columns=[*COLUMNS, *[c for c in df.columns if c not in COLUMNS]])
+    for col in _INT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0).astype("int64")
+    for col in _FLOAT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in ("parse_ok", "cache_hit"):
+        df[col] = pd.Series([bool(_truthy(v)) for v in df[col]], index=df.index, dtype=bool)
+    passed = [_truthy(v) for v in df["passed"]]
+    complete = all(v is not None for v in passed)
+    df["passed"] = pd.Series(passed, index=df.index, dtype=bool if complete else "boolean")
+    for col in _STR_COLUMNS:
+        df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else str(v))
+    for col in _TEXT_COLUMNS:
+        df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else v)
+    for col, empty in (("scores", dict), ("confidences", dict), ("field_correct", dict)):
+        df[col] = [v if isinstance(v, dict) else empty() for v in df[col]]
+    df["repairs"] = [list(v) if isinstance(v, list | tuple) else [] for v in df["repairs"]]
+    df["parsed"] = df["parsed"].astype(object).map(lambda v: None if _missing(v) else v)
+    return df.reset_index(drop=True)
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, pd.NA
+    except (TypeError, ValueError):
+        return False
+
+
+def _truthy(value: Any) -> bool | None:
+    if _missing(value):
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _encoded(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col in JSON_COLUMNS:
+        if col in out:
+            out[col] = [
+                None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                for v in out[col]
+            ]
+    return out
+
+
+def _loads(value: Any) -> Any:
+    if _missing(value) or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
