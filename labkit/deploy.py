@@ -1,0 +1,601 @@
+"""Deploying a config: `load_config` -> `Deployed.run`, and the gate for model upgrades.
+
+`Deployed.run` / `arun` send the config's template, pinned model, params and schema through
+`labkit.Client` (cache, tracing, JSON repair, retries, breakers, the config's fallbacks), so
+production calls take the notebook's path, and apply the config's routing rule: an answer
+that failed to parse, or whose confidence is below `review_below`, is flagged for review.
+
+`gate` runs the config's regression suite on the current and a candidate pinned model (same
+call path, cached, no fallbacks standing in), scores both with the config's evaluators, and
+compares them item by item (paired bootstrap of the difference in pass rate, exact McNemar p).
+The candidate is promoted only if non-inferior: the one-sided (1 - alpha) lower confidence
+bound of (candidate - current) lies above -margin. A promotion is a new version of the file,
+so `labkit.config.rollback` undoes it.
+
+(The module is not called `gate` so that `labkit.gate`, the function, cannot be shadowed by
+a submodule of the same name.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config import DeployedConfig, Evidence, SuiteItem, locate, now_utc, read_config, save_config
+from .errors import ConfigError, InputError, UnknownModel
+from .types import Completion
+
+if TYPE_CHECKING:
+    from .client import CacheMode, Client
+    from .evaluation import Evaluator
+
+__all__ = ["Deployed", "GateVerdict", "Output", "call", "check_models", "gate", "load_config"]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class Output:
+    """One answer of a deployed config, with the routing decision made for it."""
+
+    value: Any
+    """The parsed value (dict) with a schema, else the reply text."""
+    ok: bool
+    """Parsed (schema) or answered (free text) without error."""
+    needs_review: bool
+    """Route to human review: failed, or confidence below the config's `review_below`."""
+    confidence: float | None = None
+    """The confidence compared with the threshold (one field's, or the mean)."""
+    confidences: dict[str, float] = field(default_factory=dict)
+    """Self-reported confidence per field."""
+    completion: Completion | None = field(default=None, repr=False)
+    """The full completion (trace_id, model, usage, cost, cache_hit, parsed...)."""
+    error: str | None = None
+    """Why the call failed (batch runs keep going and report errors here)."""
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.completion.trace_id if self.completion else None
+
+
+class Deployed:
+    """A loaded config you can call: `.run(inputs)` / `await .arun(inputs)`.
+
+    Calls go through `labkit.Client` (cache, tracing, JSON repair, retries, breakers, rate
+    limits), exactly as in the notebook, with the config's fallbacks as the fallback chain.
+    """
+
+    def __init__(
+        self, config: DeployedConfig, *, client: Client | None = None, path: Path | None = None
+    ) -> None:
+        self.config = config
+        self.path = path
+        self._client = client
+
+    def __repr__(self) -> str:
+        return (
+            f"Deployed({self.config.name!r}, v{self.config.version}, model={self.config.model!r})"
+        )
+
+    @property
+    def client(self) -> Client:
+        from .client import default_client
+
+        return self._client or default_client()
+
+    def run(
+        self,
+        inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        client: Client | None = None,
+        cache: CacheMode = "use",
+        run_id: str | None = None,
+    ) -> Output | list[Output]:
+        """One mapping of template variables -> Output (errors raise); a list (or DataFrame)
+        -> Outputs in order (a failed item becomes an Output with `error`, the rest still run)."""
+        c = client or self.client
+        if isinstance(inputs, Mapping):
+            return c.run(self._one(c, inputs, cache, run_id, None))
+        return c.run(self._many(c, _rows(inputs), cache, run_id))
+
+    async def arun(
+        self,
+        inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        client: Client | None = None,
+        cache: CacheMode = "use",
+        run_id: str | None = None,
+    ) -> Output | list[Output]:
+        """Async `run`, usable from any event loop."""
+        c = client or self.client
+        if isinstance(inputs, Mapping):
+            return await self._one(c, inputs, cache, run_id, None)
+        return await self._many(c, _rows(inputs), cache, run_id)
+
+    async def _many(
+        self, c: Client, items: list[Mapping[str, Any]], cache: CacheMode, run_id: str | None
+    ) -> list[Output]:
+        async def guarded(i: int, inp: Mapping[str, Any]) -> Output:
+            try:
+                return await self._one(c, inp, cache, run_id, str(i))
+            except Exception as exc:  # keep the batch: the other items' answers are not lost
+                return Output(None, False, True, error=f"{type(exc).__name__}: {exc}")
+
+        return list(await asyncio.gather(*(guarded(i, x) for i, x in enumerate(items))))
+
+    async def _one(
+        self,
+        c: Client,
+        inputs: Mapping[str, Any],
+        cache: CacheMode,
+        run_id: str | None,
+        item_id: str | None,
+    ) -> Output:
+        done = await call(c, self.config, inputs, cache=cache, run_id=run_id, item_id=item_id)
+        return to_output(self.config, done)
+
+
+def _rows(inputs: Any) -> list[Mapping[str, Any]]:
+    """A list of input mappings from a list, a tuple or a pandas DataFrame."""
+    if hasattr(inputs, "to_dict") and hasattr(inputs, "columns"):
+        return list(inputs.to_dict("records"))
+    rows = list(inputs)
+    bad = [i for i, r in enumerate(rows) if not isinstance(r, Mapping)]
+    if bad:
+        raise InputError(
+            f"inputs must be a mapping of template variables or a list of them; item(s) {bad} "
+            "are not mappings"
+        )
+    return rows
+
+
+async def call(
+    c: Client,
+    cfg: DeployedConfig,
+    inputs: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    fallbacks: Sequence[str] | None = None,
+    cache: CacheMode = "use",
+    run_id: str | None = None,
+    item_id: str | None = None,
+) -> Completion:
+    """One generation for `cfg` through the client's call path (prepare, cache, policy, trace).
+
+    `model`/`fallbacks` override the config's (the gate measures a model alone, with no
+    fallbacks standing in for it).
+    """
+    p = c.prepare(
+        template=cfg.prompt,
+        variables=dict(inputs),
+        system=cfg.system,
+        model=model or cfg.model,
+        schema=cfg.output_schema,
+        confidence=cfg.confidence.requested,
+        run_id=run_id,
+        item_id=item_id,
+        **cfg.params,
+    )
+    chain = [p.resolution.model, *(cfg.fallbacks if fallbacks is None else fallbacks)]
+    p.resolution = p.resolution.model_copy(update={"chain": list(dict.fromkeys(chain))})
+    if cache == "use" and (hit := c.lookup(p)) is not None:
+        return hit
+    done: Completion = await asyncio.wrap_future(c.submit(c.execute(p, cache)))
+    return done
+
+
+def to_output(cfg: DeployedConfig, done: Completion) -> Output:
+    """Apply the config's routing rule to a completion."""
+    parsed = done.parsed
+    if parsed is None:
+        value: Any = done.text
+        ok = bool(done.text.strip())
+        confs: dict[str, float] = {}
+    else:
+        value, ok = parsed.value, bool(parsed.ok)
+        confs = {str(k): float(v) for k, v in (parsed.confidences or {}).items() if _num(v)}
+    pol = cfg.confidence
+    if pol.field is not None:
+        conf = confs.get(pol.field)
+    else:
+        conf = sum(confs.values()) / len(confs) if confs else None
+    low = pol.review_below is not None and (conf is None or conf < pol.review_below)
+    return Output(value, ok, (not ok) or low, conf, confs, done)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_config(path: str | Path, *, client: Client | None = None) -> Deployed:
+    """Read, validate and check a config against the registry; returns a runnable `Deployed`.
+
+    Raises ConfigError naming the file, line and field for invalid YAML, unknown or extra
+    fields, inconsistent templates/schema/suite, and UnknownModel for a model (or fallback)
+    the registry does not know.
+    """
+    p = Path(path)
+    cfg = read_config(p)
+    check_models(cfg, client, p)
+    return Deployed(cfg, client=client, path=p)
+
+
+def check_models(cfg: DeployedConfig, client: Client | None, p: Path | str) -> None:
+    """Model and fallbacks must be known pinned ids (aliases are resolved at export time)."""
+    from .client import default_client
+    from .models import UnpinnedModelWarning
+
+    reg = (client or default_client()).registry
+    text = Path(p).read_text(encoding="utf-8") if Path(p).exists() else ""
+    for loc, name in [
+        (("model",), cfg.model),
+        *((("fallbacks", i), m) for i, m in enumerate(cfg.fallbacks)),
+    ]:
+        where = locate(p, text, loc)
+        if name in reg.aliases:
+            raise ConfigError(
+                f"{name!r} is an alias; a deployed config pins a model id. Use "
+                f"{reg.resolve(name).model!r} (what it resolves to now)",
+                where=where,
+            )
+        if not reg.is_model(name):
+            err = UnknownModel(name, difflib.get_close_matches(name, reg.names(), n=3, cutoff=0.5))
+            err.where = where
+            err.args = (f"{where}: {err.args[0]}",)
+            raise err
+        if not reg.info(name).pinned:
+            warnings.warn(
+                f"{where}: {name!r} is a floating model name; pin a dated version so a provider "
+                "update cannot change the outputs under you",
+                UnpinnedModelWarning,
+                stacklevel=3,
+            )
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+@dataclass
+class GateVerdict:
+    """The gate's decision and everything it rests on."""
+
+    decision: Literal["promote", "keep"]
+    current: str
+    candidate: str
+    n: int
+    """Suite items compared (both models answered or failed each one)."""
+    current_rate: float
+    candidate_rate: float
+    diff: float
+    """candidate_rate - current_rate."""
+    ci_low: float
+    """One-sided (1 - alpha) lower bound of `diff` (paired bootstrap over items)."""
+    ci_high: float
+    """Upper end of the same interval (the two-sided 1 - 2 alpha bootstrap interval)."""
+    margin: float
+    alpha: float
+    p_value: float
+    """Exact two-sided McNemar p-value of the discordant items (for the record)."""
+    reason: str
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
+    """Items where one model passed and the other failed, with both outputs."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Failed calls per model (a failed call counts as a failed item)."""
+    run_id: str = ""
+    config_version: int = 0
+    """The version gated."""
+    promoted_version: int | None = None
+    """The version written by a promotion."""
+
+    @property
+    def promoted(self) -> bool:
+        return self.promoted_version is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        head = {"promote": "PROMOTE", "keep": "KEEP"}[self.decision]
+        lines = [
+            f"{head}: {self.candidate} vs {self.current} on {self.n} suite items",
+            f"  pass rate {self.candidate_rate:.1%} vs {self.current_rate:.1%}, "
+            f"diff {self.diff:+.1%}, lower {1 - self.alpha:.0%} bound {self.ci_low:+.1%} "
+            f"(margin -{self.margin:.1%}), McNemar p={self.p_value:.3g}",
+            f"  {self.reason}",
+        ]
+        if self.errors:
+            lines.append(
+                "  failed calls: " + ", ".join(f"{m}: {k}" for m, k in self.errors.items())
+            )
+        if self.disagreements:
+            lines.append(f"  {len(self.disagreements)} item(s) disagree:")
+            for d in self.disagreements[:10]:
+                mark = "candidate" if d["candidate_passed"] else "current"
+                lines.append(f"    - {d['id']}: only {mark} passed")
+        if self.promoted_version is not None:
+            lines.append(f"  written as version {self.promoted_version}")
+        return "\n".join(lines)
+
+
+def gate(
+    path: str | Path,
+    candidate: str,
+    *,
+    margin: float = 0.05,
+    alpha: float = 0.05,
+    client: Client | None = None,
+    promote: bool = True,
+    note: str = "",
+    author: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> GateVerdict:
+    """Run the config's regression suite on its model and on `candidate`; promote if non-inferior.
+
+    Both models answer every suite item through the same call path (cached, traced, no
+    fallbacks standing in), the config's evaluators score the answers, and the paired bootstrap
+    gives the one-sided (1 - alpha) lower bound of candidate - current. Above -margin: the
+    verdict is "promote" and, with `promote=True`, a new version with the candidate model is
+    written (its evidence is the gate's); otherwise "keep" and nothing is written.
+    """
+    c = client
+    if c is None:
+        from .client import default_client
+
+        c = default_client()
+    p = Path(path)
+    cfg = read_config(p)
+    check_models(cfg, c, p)
+    if not cfg.suite:
+        raise ConfigError(
+            "the regression suite is empty, so there is nothing to compare the models on; "
+            "export again with suite_size > 0 (it needs labelled items) or add suite items",
+            where=f"{p}, field suite",
+        )
+    if not 0 <= margin < 1:
+        raise InputError(f"margin must be in [0, 1), got {margin}")
+    if not 0 < alpha < 0.5:
+        raise InputError(f"alpha must be in (0, 0.5), got {alpha}")
+    cand = _candidate(c, candidate, cfg.model)
+    run_id = (
+        "gate-"
+        + hashlib.sha256(f"{p.resolve()}|{cfg.version}|{cand}|{now_utc()}".encode()).hexdigest()[
+            :16
+        ]
+    )
+    outcomes = c.run(_run_suite(c, cfg, [cfg.model, cand], run_id, progress))
+    verdict = _verdict(cfg, outcomes, cand, margin, alpha, n_boot, seed, run_id)
+    _trace(c, verdict)
+    if verdict.decision == "promote" and promote:
+        new = cfg.model_copy(
+            update={
+                "model": cand,
+                "fallbacks": [m for m in cfg.fallbacks if m != cand],
+                "evidence": _gate_evidence(cfg, verdict),
+            }
+        )
+        saved = save_config(
+            p,
+            new,
+            action="promote",
+            note=note or f"gate: {cfg.model} -> {cand} (diff {verdict.diff:+.1%})",
+            author=author,
+            expect_version=cfg.version,
+        )
+        verdict.promoted_version = saved.version
+    return verdict
+
+
+def _candidate(c: Client, candidate: str, current: str) -> str:
+    reg = c.registry
+    model = reg.resolve(candidate, profile=c.profile).model  # UnknownModel names close matches
+    if not reg.info(model).pinned:
+        raise ConfigError(
+            f"{model!r} is a floating model name; the gate compares pinned versions, so a "
+            "promotion cannot drift afterwards. Pass a dated id",
+            where="--candidate",
+        )
+    if model == current:
+        raise InputError(f"{model!r} is already the config's model; name another candidate")
+    return model
+
+
+async def _run_suite(
+    c: Client,
+    cfg: DeployedConfig,
+    models: list[str],
+    run_id: str,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> item id -> {passed, value, error}; every item gets an outcome."""
+    from .evaluation import EvalContext, FieldMatch, evaluator_from_spec, run_evaluators
+
+    evaluators: list[Evaluator] = []
+    for i, spec in enumerate(cfg.evaluators):
+        try:
+            evaluators.append(evaluator_from_spec(spec))
+        except ConfigError as exc:
+            raise ConfigError(str(exc), where=f"field evaluators[{i}]") from exc
+    if not evaluators:
+        evaluators = [FieldMatch()]
+    total = len(models) * len(cfg.suite)
+    done_count = 0
+    out: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in models}
+
+    async def one(model: str, item: SuiteItem) -> None:
+        nonlocal done_count
+        try:
+            done = await call(
+                c, cfg, item.inputs, model=model, fallbacks=[], run_id=run_id, item_id=item.id
+            )
+        except Exception as exc:
+            out[model][item.id] = {
+                "passed": False,
+                "value": None,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        else:
+            row = {"id": item.id, **item.inputs, "expected": item.expected}
+            ctx = EvalContext.from_completion(done, row, client=c)
+            scores = await run_evaluators(evaluators, ctx)
+            passed = bool(scores) and all(s.passed and s.error is None for s in scores)
+            value = done.value if done.parsed is not None else done.text
+            reasons = "; ".join(s.reason for s in scores if not s.passed and s.reason)
+            out[model][item.id] = {
+                "passed": passed,
+                "value": value,
+                "error": None,
+                "reason": reasons,
+            }
+        done_count += 1
+        if progress is not None:
+            progress(done_count, total)
+
+    await asyncio.gather(*(one(m, item) for item in cfg.suite for m in models))
+    return out
+
+
+def _verdict(
+    cfg: DeployedConfig,
+    outcomes: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    cand: str,
+    margin: float,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+    run_id: str,
+) -> GateVerdict:
+    import pandas as pd
+
+    from . import stats
+
+    cur = cfg.model
+    rows = [
+        {"item_id": item.id, "variant": m, "passed": bool(outcomes[m][item.id]["passed"])}
+        for item in cfg.suite
+        for m in (cur, cand)
+    ]
+    # Two-sided (1 - 2 alpha) interval: its lower end is the one-sided (1 - alpha) bound.
+    pr = stats.paired_comparison(
+        pd.DataFrame(rows), cand, cur, n_boot=n_boot, seed=seed, alpha=2 * alpha
+    )
+    ok = pr.ci_low > -margin
+    reason = (
+        f"non-inferior: the candidate is at worst {-pr.ci_low:.1%} worse "
+        f"(lower bound {pr.ci_low:+.1%} > -{margin:.1%})"
+        if ok and pr.ci_low < 0
+        else f"non-inferior: lower bound {pr.ci_low:+.1%} > -{margin:.1%}"
+        if ok
+        else f"cannot rule out a loss larger than the margin: lower bound {pr.ci_low:+.1%} "
+        f"<= -{margin:.1%}"
+        + (" (more suite items would narrow the interval)" if pr.diff >= 0 else "")
+    )
+    disagreements = []
+    for item in cfg.suite:
+        a, b = outcomes[cur][item.id], outcomes[cand][item.id]
+        if a["passed"] != b["passed"]:
+            disagreements.append(
+                {
+                    "id": item.id,
+                    "current_passed": a["passed"],
+                    "candidate_passed": b["passed"],
+                    "current_output": a.get("error") or a.get("value"),
+                    "candidate_output": b.get("error") or b.get("value"),
+                    "expected": item.expected,
+                }
+            )
+    errors = {
+        m: n for m in (cur, cand) if (n := sum(1 for o in outcomes[m].values() if o["error"]))
+    }
+    return GateVerdict(
+        decision="promote" if ok else "keep",
+        current=cur,
+        candidate=cand,
+        n=pr.n_items,
+        current_rate=pr.rate_b,
+        candidate_rate=pr.rate_a,
+        diff=pr.diff,
+        ci_low=pr.ci_low,
+        ci_high=pr.ci_high,
+        margin=margin,
+        alpha=alpha,
+        p_value=pr.p_value,
+        reason=reason,
+        disagreements=disagreements,
+        errors=errors,
+        run_id=run_id,
+        config_version=cfg.version,
+    )
+
+
+def _gate_evidence(cfg: DeployedConfig, v: GateVerdict) -> Evidence:
+    from . import __version__, stats
+
+    k = round(v.candidate_rate * v.n)
+    low, high = stats.wilson_interval(k, v.n)
+    suite = json.dumps([i.model_dump(mode="json") for i in cfg.suite], sort_keys=True)
+    summary = {k: val for k, val in v.to_dict().items() if k not in ("disagreements",)}
+    summary["disagreements"] = [d["id"] for d in v.disagreements]
+    return Evidence(
+        metric="suite_pass_rate",
+        value=v.candidate_rate,
+        ci_low=low,
+        ci_high=high,
+        n=v.n,
+        n_items=v.n,
+        dataset=f"regression suite of v{cfg.version}",
+        dataset_fingerprint=hashlib.sha256(suite.encode()).hexdigest(),
+        created_at=now_utc(),
+        labkit_version=__version__,
+        run_id=v.run_id,
+        compared_to=[
+            {
+                "model": v.current,
+                "suite_pass_rate": v.current_rate,
+                "diff": v.diff,
+                "ci_low": v.ci_low,
+                "ci_high": v.ci_high,
+                "p_value": v.p_value,
+                "n_items": v.n,
+            }
+        ],
+        gate=_finite(json.loads(json.dumps(summary, default=str))),
+    )
+
+
+def _trace(c: Client, v: GateVerdict) -> None:
+    """One parent trace row per gate run, so the trace browser lists it beside experiments."""
+    try:
+        from .tracing import new_id
+
+        c.tracer.record(
+            kind="parent",
+            call_id=new_id(),
+            run_id=v.run_id,
+            status="ok",
+            event="gate",
+            meta={k: val for k, val in v.to_dict().items() if k != "disagreements"},
+        )
+    except Exception:  # the trace store never fails a gate
+        pass
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None throughout, so the evidence survives a YAML round trip unchanged."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
