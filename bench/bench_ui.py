@@ -1,0 +1,183 @@
+"""Benchmark: how interactive the notebook UI is, beside baselines measured in the same run.
+
+1. Run -> first chart, cached 1,000-row grid (goal under 2 s). The experiment builder's Run on
+   a grid whose every answer is already cached (a scripted backend primed it), timed until the
+   first chart is in the output widget. Baseline: the same grid run bare
+   (`Experiment(...).run()`, no widgets) plus a bare `go.Figure(go.Bar(...))` of its success
+   rates -- the floor any UI pays.
+2. Compare-view filter update on a 10,000-row results frame (goal under 200 ms). Toggling the
+   disagreements / failures / low-confidence filters redraws the listed rows. Baseline: the
+   same filter as a bare pandas boolean mask on the same frame.
+
+Medians of `--repeat` runs (after a warm-up). Run: ``.venv/bin/python bench/bench_ui.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from frames import make_results  # noqa: E402
+
+GOAL_RUN_S = 2.0
+GOAL_FILTER_S = 0.200
+LABELS = ("positive", "negative", "neutral")
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> float:
+    """Median wall time of `repeat` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _reply(request: Any) -> str:
+    text = str(request.messages[-1]["content"])
+    return json.dumps({"label": LABELS[sum(map(ord, text)) % 3], "label_confidence": 0.8})
+
+
+def bench_run_to_chart(cells: int, repeat: int) -> None:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from labkit import stats
+    from labkit.client import Client
+    from labkit.experiment import Experiment
+    from labkit.models import Registry
+    from labkit.testing import FakeBackend
+    from labkit.widgets import ExperimentBuilder
+
+    items = cells // 2
+    rows = pd.DataFrame(
+        {
+            "id": [f"t-{i:05d}" for i in range(items)],
+            "text": [
+                f"review number {i}: it {'works' if i % 3 else 'broke'}" for i in range(items)
+            ],
+            "expected": [{"label": LABELS[i % 3]} for i in range(items)],
+        }
+    )
+    prompts = {"plain": "Label: {{text}}", "polite": "Please label this review: {{text}}"}
+    schema = {"label": list(LABELS)}
+    with tempfile.TemporaryDirectory() as tmp:
+        client = Client(registry=Registry(), cache_dir=f"{tmp}/cache", traces=f"{tmp}/t.db")
+        client.add_backend("fake", FakeBackend(_reply))
+        kw: dict[str, Any] = {"schema": schema, "params": {"max_tokens": 16}, "client": client}
+        primed = Experiment(rows, prompts, ["fake/m"], **kw).run(progress=False)
+        assert len(primed.df) == cells
+
+        builder = ExperimentBuilder(
+            client, dataset=rows, prompts=prompts, models=["fake/m"], schema=schema,
+            rows=0, max_tokens=16, concurrency=8,
+        )  # fmt: skip
+        first_chart: list[float] = []
+        everything: list[float] = []
+
+        def ui_run() -> None:
+            builder.run_clicked()
+            builder.wait(120)
+            assert builder.notice.kind in ("", "info"), builder.notice.text
+            first_chart.append(builder.timings["first_chart"])
+            everything.append(builder.timings["all"])
+
+        def bare_run() -> None:
+            res = Experiment(rows, prompts, ["fake/m"], concurrency=8, **kw).run(progress=False)
+            t = stats.success_rates(res.df)
+            go.Figure(go.Bar(x=t["variant"], y=t["rate"]))
+
+        def bare_figure() -> None:
+            t = stats.success_rates(primed.df)
+            go.Figure(go.Bar(x=t["variant"], y=t["rate"]))
+
+        ui_run()  # warm-up (imports, first widget builds)
+        first_chart.clear()
+        everything.clear()
+        for _ in range(repeat):
+            ui_run()
+        ui = statistics.median(first_chart)
+        tabs = statistics.median(everything)
+        bare = median_time(bare_run, repeat)
+        fig = median_time(bare_figure, repeat)
+        client.close()
+
+    print(f"\n1) Run -> first chart, cached grid of {cells:,} calls (median of {repeat})")
+    print(f"   {'builder Run -> first chart':44s} {ui * 1000:9.1f} ms   goal < {GOAL_RUN_S:.1f} s")
+    print(f"   {'builder Run -> every tab filled':44s} {tabs * 1000:9.1f} ms")
+    print(f"   {'baseline: bare Experiment.run + go.Figure':44s} {bare * 1000:9.1f} ms")
+    print(f"   {'baseline: bare go.Figure of the rates':44s} {fig * 1000:9.1f} ms")
+    print(f"   ratio builder / bare run+figure: {ui / bare:.2f}x   "
+          f"{'OK' if ui < GOAL_RUN_S else 'ABOVE GOAL'}")  # fmt: skip
+
+
+def bench_filters(rows: int, repeat: int) -> None:
+    from labkit.widgets import CompareView
+
+    df = make_results(n_items=rows // 4, seed=0)  # 4 variants -> `rows` rows
+    a, b = "terse · small", "cot · large"
+    view = CompareView(df, a=a, b=b)
+    toggles = [
+        {"disagreements": True},
+        {"disagreements": False, "failures": True},
+        {"failures": False, "low_confidence": 0.7},
+        {"low_confidence": False},
+    ]
+    state = {"i": 0}
+
+    def ui_filter() -> None:
+        view.set_filters(**toggles[state["i"] % len(toggles)])  # type: ignore[arg-type]
+        state["i"] += 1
+
+    def bare_filter() -> None:
+        pa = df[df["variant"] == a]
+        pb = df[df["variant"] == b]
+        failed = ~(pa["passed"].to_numpy() & pb["passed"].to_numpy())
+        _ = pa[failed].head(40)
+
+    def bare_mask() -> None:
+        p = view.pairs
+        assert p is not None
+        _ = p[p["failed"] & p["disagree"]].head(40)
+
+    ui = median_time(ui_filter, repeat * 4)
+    bare = median_time(bare_filter, repeat * 4)
+    mask = median_time(bare_mask, repeat * 4)
+    start = time.perf_counter()
+    view.set_pair("cot · small", "terse · large")
+    pair = time.perf_counter() - start
+
+    print(f"\n2) Compare view, {len(df):,}-row frame (median of {repeat * 4} filter changes)")
+    print(f"   {'filter change -> rows redrawn':44s} {ui * 1000:9.1f} ms   "
+          f"goal < {GOAL_FILTER_S * 1000:.0f} ms")  # fmt: skip
+    print(f"   {'baseline: bare pandas filter of the frame':44s} {bare * 1000:9.1f} ms")
+    print(f"   {'baseline: bare mask of the paired frame':44s} {mask * 1000:9.1f} ms")
+    print(f"   {'(pick another pair: stats + charts, once)':44s} {pair * 1000:9.1f} ms")
+    print(f"   ratio view / bare pandas filter: {ui / bare:.1f}x   "
+          f"{'OK' if ui < GOAL_FILTER_S else 'ABOVE GOAL'}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, default=1000, help="calls in the cached grid")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows of the compare frame")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    bench_run_to_chart(args.cells, args.repeat)
+    bench_filters(args.rows, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""End to end in a real browser: JupyterLab on loopback, driven by Debian's headless Chromium.
+
+The server serves a temporary copy of `notebooks/` (so autosave never writes outputs into the
+committed notebooks) that shares the notebooks' answer cache (so the A/B notebook replays cached
+answers instead of calling the model again). Settings, workspaces and
+runtime files go to temporary folders too; announcements and update checks are off, so nothing
+leaves the machine. Playwright drives `/usr/bin/chromium` (never a downloaded browser).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (`make browser` installs it)",
+    ),
+]
+
+# JS: is the current notebook finished (kernel idle, every code cell run)? Any error outputs?
+_NOTEBOOK_STATE = """() => {
+  const app = window.jupyterapp;
+  const panel = app && app.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext) return {ready: false};
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  const errors = [];
+  for (const c of cells) {
+    for (const o of c.model.outputs.toJSON()) {
+      if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue);
+    }
+  }
+  return {
+    ready: true,
+    status: kernel ? kernel.status : 'none',
+    pending: cells.filter(c => c.model.executionCount === null).length,
+    running: cells.filter(c => c.promptNode && c.promptNode.textContent.includes('*')).length,
+    errors: errors,
+  };
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Lab:
+    """A JupyterLab server process on loopback with its URL and token."""
+
+    def __init__(self, root: Path, base: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = base / "settings"
+        tracker = settings / "@jupyterlab" / "notebook-extension"
+        tracker.mkdir(parents=True)
+        # Render every cell (no windowing), so widget outputs exist in the DOM to be found.
+        (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+        # No news or update checks (and no toast asking about them over the screenshot).
+        apputils = settings / "@jupyterlab" / "apputils-extension"
+        apputils.mkdir(parents=True)
+        (apputils / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        env = {
+            **os.environ,
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+        self.log_path = base / "jupyterlab.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(
+                    f"{self.url}/api/status?token={self.token}", timeout=2
+                ) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "notebooks"
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".labkit", ".ipynb_checkpoints"))
+    # Share the notebooks' answer cache (git-ignored, made for exactly this): answers the
+    # notebook tests or a user already paid for replay here, and answers made here replay there.
+    cache = NOTEBOOKS / ".labkit" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (root / ".labkit").mkdir()
+    (root / ".labkit" / "cache").symlink_to(cache, target_is_directory=True)
+    server = Lab(root, base)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_notebook(browser: Any, lab: Lab, name: str) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=90_000,
+    )
+    return page
+
+
+def run_all(page: Any, lab: Lab, timeout: float = 600.0) -> dict[str, Any]:
+    """Run every cell and wait until the kernel is idle with every code cell executed."""
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = page.evaluate(_NOTEBOOK_STATE)
+        if state.get("errors"):
+            break
+        idle = state.get("ready") and state["status"] == "idle"
+        if idle and not state["pending"] and not state["running"]:
+            break
+        page.wait_for_timeout(500)
+    else:
+        raise AssertionError(f"notebook did not finish in {timeout} s: {state}\n{lab.log()}")
+    return state
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def test_ab_notebook_runs_and_the_builder_draws_its_charts(lab: Lab, browser: Any) -> None:
+    page = open_notebook(browser, lab, "02_ab_prompts.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    started = time.perf_counter()
+    state = run_all(page, lab)
+    ran_in = time.perf_counter() - started
+    assert not state["errors"], f"cells failed in the browser: {state['errors']}"
+
+    # The notebook's own charts (results.charts()) and the compare view rendered.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= 4"
+    )
+    pairs = page.locator(".labkit-compare table.labkit-pairs tr")
+    assert pairs.count() > 1, "the compare view lists no rows"
+
+    # Press the builder's Run: the grid replays from the cache and the result tabs fill in.
+    builder = page.locator(".labkit-builder")
+    builder.scroll_into_view_if_needed()
+    assert builder.locator(".js-plotly-plot").count() == 0
+    builder.locator("button.widget-button[title='Run']").click()
+    clicked = time.perf_counter()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.labkit-builder .js-plotly-plot').length >= 4",
+        timeout=300_000,
+    )
+    to_charts = time.perf_counter() - clicked
+    plots = builder.locator(".js-plotly-plot")
+    assert plots.count() >= 4
+    assert builder.locator(".labkit-notice.labkit-error").count() == 0
+    progress = builder.locator(".widget-html-content", has_text="cached").first.inner_text()
+    assert "32/32" in progress and "32 cached" in progress, progress
+    # The charts are drawn (SVG with data), not empty placeholders.
+    assert builder.locator(".js-plotly-plot .main-svg").count() >= 4
+    assert builder.locator(".js-plotly-plot .bars path, .js-plotly-plot .point").count() > 0
+
+    plots.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    shot = screenshot(page, "browser_ab_builder.png")
+
+    # The other tabs work in the browser too: the A/B compare view draws its own charts.
+    builder.locator(".lm-TabBar-tab", has_text="A/B compare").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll("
+        "'.labkit-builder .labkit-compare .js-plotly-plot').length >= 2"
+    )
+    compare = builder.locator(".labkit-compare")
+    assert compare.locator("table.labkit-pairs tr").count() > 1
+    compare.locator("table.labkit-pairs").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    screenshot(page, "browser_ab_compare.png")
+    builder.scroll_into_view_if_needed()
+    page.evaluate("() => document.querySelector('.labkit-builder').scrollIntoView()")
+    page.wait_for_timeout(300)
+    screenshot(page, "browser_ab_form.png")
+    print(f"run all: {ran_in:.1f} s; Run to charts: {to_charts:.1f} s; screenshot: {shot}")
+    page.close()
