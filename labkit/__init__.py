@@ -30,48 +30,150 @@ from .errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .client import Client
+    from .chunking import amap_chunks, map_chunks
+    from .client import Client, configure, default_client
+    from .config import history, rollback
+    from .datasets import Dataset, list_datasets, load_dataset
+    from .deploy import Deployed, GateVerdict, gate, load_config
+    from .evaluation import (
+        ConfidenceAbove,
+        EvalContext,
+        Evaluator,
+        ExactMatch,
+        FieldMatch,
+        InEnum,
+        NumericTolerance,
+        Regex,
+        SchemaValid,
+        Score,
+        evaluator,
+        evaluator_from_spec,
+    )
+    from .experiment import Experiment
+    from .export import export_config
+    from .judge import EvalLoopResult, LLMJudge, agenerate_with_evaluation, generate_with_evaluation
+    from .models import Registry
+    from .redact import Redactor
+    from .results import Results
+    from .schema import to_json_schema
+    from .structured import Parsed, parse
     from .types import Completion, Usage
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, tuple[str, str]] = {
+    # the call path
+    "Client": ("client", "Client"),
+    "Completion": ("types", "Completion"),
+    "Usage": ("types", "Usage"),
+    "configure": ("client", "configure"),
+    "default_client": ("client", "default_client"),
+    "Registry": ("models", "Registry"),
+    "Redactor": ("redact", "Redactor"),
+    # structured output
+    "parse": ("structured", "parse"),
+    "Parsed": ("structured", "Parsed"),
+    "to_json_schema": ("schema", "to_json_schema"),
+    # long inputs
+    "map_chunks": ("chunking", "map_chunks"),
+    "amap_chunks": ("chunking", "amap_chunks"),
+    # evaluation
+    "Score": ("evaluation", "Score"),
+    "EvalContext": ("evaluation", "EvalContext"),
+    "Evaluator": ("evaluation", "Evaluator"),
+    "evaluator": ("evaluation", "evaluator"),
+    "evaluator_from_spec": ("evaluation", "evaluator_from_spec"),
+    "ExactMatch": ("evaluation", "ExactMatch"),
+    "FieldMatch": ("evaluation", "FieldMatch"),
+    "InEnum": ("evaluation", "InEnum"),
+    "Regex": ("evaluation", "Regex"),
+    "NumericTolerance": ("evaluation", "NumericTolerance"),
+    "SchemaValid": ("evaluation", "SchemaValid"),
+    "ConfidenceAbove": ("evaluation", "ConfidenceAbove"),
+    "LLMJudge": ("judge", "LLMJudge"),
+    "generate_with_evaluation": ("judge", "generate_with_evaluation"),
+    "agenerate_with_evaluation": ("judge", "agenerate_with_evaluation"),
+    "EvalLoopResult": ("judge", "EvalLoopResult"),
+    # datasets and experiments
+    "Dataset": ("datasets", "Dataset"),
+    "load_dataset": ("datasets", "load_dataset"),
+    "list_datasets": ("datasets", "list_datasets"),
+    "Experiment": ("experiment", "Experiment"),
+    "Results": ("results", "Results"),
+    # notebook to production
+    "export_config": ("export", "export_config"),
+    "load_config": ("deploy", "load_config"),
+    "Deployed": ("deploy", "Deployed"),
+    "gate": ("deploy", "gate"),
+    "GateVerdict": ("deploy", "GateVerdict"),
+    "rollback": ("config", "rollback"),
+    "history": ("config", "history"),
+}
 
 __all__ = [
     "AllModelsFailed",
     "CircuitOpen",
     "Client",
     "Completion",
+    "ConfidenceAbove",
     "ConfigError",
     "ContextOverflow",
+    "Dataset",
     "DatasetError",
+    "Deployed",
+    "EvalContext",
+    "EvalLoopResult",
+    "Evaluator",
+    "ExactMatch",
+    "Experiment",
+    "FieldMatch",
+    "GateVerdict",
+    "InEnum",
     "InputError",
+    "LLMJudge",
     "LabkitError",
     "MissingDependency",
+    "NumericTolerance",
+    "Parsed",
     "ProviderError",
     "RateLimited",
+    "Redactor",
+    "Regex",
+    "Registry",
     "RepairFailed",
+    "Results",
     "RetryExhausted",
+    "SchemaValid",
+    "Score",
     "TemplateError",
     "UnknownModel",
     "Usage",
     "__version__",
     "agenerate",
+    "agenerate_with_evaluation",
+    "amap_chunks",
     "configure",
+    "default_client",
+    "evaluator",
+    "evaluator_from_spec",
+    "export_config",
+    "gate",
     "generate",
+    "generate_with_evaluation",
+    "history",
+    "list_datasets",
+    "load_config",
+    "load_dataset",
+    "map_chunks",
     "parse",
+    "rollback",
+    "to_json_schema",
     "traces",
 ]
 
-_LAZY = {
-    "Completion": ("types", "Completion"),
-    "Usage": ("types", "Usage"),
-    "Client": ("client", "Client"),
-    "configure": ("client", "configure"),
-    "default_client": ("client", "default_client"),
-    "parse": ("structured", "parse"),
-    "Parsed": ("structured", "Parsed"),
-    "Registry": ("models", "Registry"),
-    "Redactor": ("redact", "Redactor"),
-}
+
+def __dir__() -> list[str]:
+    return list(__all__)
 
 
 def __getattr__(name: str) -> Any:
