@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cache import Cache, cache_key, key_for
-from .context import count_tokens, estimate_tokens, require_fit
+from .context import count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError
 from .models import Registry, Resolution
 from .prompts import build_messages
@@ -265,10 +265,11 @@ class Client:
         hit = self.cache.get(p.key)
         if hit is None:
             return None
-        hit.cache_hit = True
-        hit.trace_id = p.call_id
-        hit.alias = p.resolution.alias
-        hit.cache_key = p.key
+        # Plain attribute writes: the values are known-good, and pydantic's validating
+        # __setattr__ would cost a tenth of the hit path.
+        hit.__dict__.update(
+            cache_hit=True, trace_id=p.call_id, alias=p.resolution.alias, cache_key=p.key
+        )
         repairs = None
         if p.schema is not None:
             hit.parsed = _parse(hit.text, p.schema)
@@ -368,6 +369,8 @@ class Client:
             done.cache_key = cache_key(req)
             if p.schema is not None:
                 done.parsed = _parse(done.text, p.schema)
+            if ctx_tokens is None and ctx_limit is not None:
+                ctx_tokens = done.usage.prompt_tokens or None
             self._trace_attempt(p, model, n, req, done, None, done.latency_s, ctx_tokens, ctx_limit)
             return done
 
@@ -387,12 +390,22 @@ class Client:
     ) -> tuple[int | None, int | None]:
         """Count prompt tokens and check window and output limit; raises ContextOverflow."""
         caps = self.registry.capabilities(req.model)
-        if caps.context_window is None and caps.max_output_tokens is None:
+        window, out_limit = caps.context_window, caps.max_output_tokens
+        if window is None and out_limit is None:
             return None, None
+        max_tokens = req.params.get("max_tokens")
+        upper = token_upper_bound(req.messages)
+        if (
+            upper is not None
+            and (window is None or upper + (max_tokens or 0) < 0.9 * window)
+            and (out_limit is None or max_tokens is None or max_tokens <= out_limit)
+        ):
+            # Certainly fits, not even near the limit: an exact count (a tokenizer pass per
+            # call) would change nothing; the trace takes the provider's count afterwards.
+            return None, window
         tokens = count_tokens(
             req.model, req.messages, counter=lambda m: backend.count_tokens(req.model, m)
         )
-        max_tokens = req.params.get("max_tokens")
         fit = require_fit(
             req.model, tokens, max_tokens, caps.context_window, caps.max_output_tokens
         )

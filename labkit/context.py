@@ -71,6 +71,23 @@ def estimate_tokens(messages: Sequence[dict[str, Any]]) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + framing
 
 
+def token_upper_bound(messages: Sequence[dict[str, Any]]) -> int | None:
+    """A count no tokenizer exceeds for text-only messages: UTF-8 bytes plus generous framing.
+
+    Byte-level BPE and byte-fallback SentencePiece never make more tokens than bytes, so a
+    request whose bound fits needs no exact count (the call path then records the provider's
+    own prompt token count instead). None when a message holds anything but a string.
+    """
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, str):
+            return None
+        total += len(content.encode()) + len(str(m.get("role", ""))) + len(m.get("name", ""))
+        total += 4 * MESSAGE_OVERHEAD_TOKENS
+    return total + 4 * REPLY_PRIMING_TOKENS
+
+
 def count_tokens(
     model_id: str, messages: list[dict[str, Any]], counter: TokenCounter | None = None
 ) -> int:

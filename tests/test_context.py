@@ -347,3 +347,19 @@ def test_merge_checks_it_has_one_confidence_dict_per_value() -> None:
     with pytest.raises(InputError):
         merge_structured([{"a": 1}, {"a": 2}], [{"a": 1.0}])
     assert merge_structured([], []) == ({}, {})
+
+
+def test_upper_bound_is_never_below_a_real_tokenizer_count() -> None:
+    """The fast path skips exact counting only when this bound fits; it must be a true bound."""
+    from labkit.context import count_tokens, token_upper_bound
+
+    samples = [
+        [{"role": "user", "content": "Plain English words, nothing odd."}],
+        [{"role": "system", "content": "Réponds en français : naïve café"}, {"role": "user", "content": "日本語のテキスト 🎉🎉"}],
+        [{"role": "user", "content": "x" * 5000 + " 1234567890" * 50}],
+    ]  # fmt: skip
+    for messages in samples:
+        bound = token_upper_bound(messages)
+        assert bound is not None
+        assert bound >= count_tokens("openai/gpt-4o-mini-2024-07-18", messages)
+    assert token_upper_bound([{"role": "user", "content": [{"type": "image_url"}]}]) is None

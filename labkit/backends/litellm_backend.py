@@ -99,12 +99,15 @@ class LiteLLMBackend:
         usage = getattr(full, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         cached = int(getattr(details, "cached_tokens", 0) or 0)
-        try:
-            cost = float(
-                litellm.completion_cost(completion_response=full, model=request.model) or 0.0
-            )
-        except Exception:
-            cost = 0.0
+        # stream_chunk_builder has already priced the response; pricing it again costs more
+        # CPU per call than the rest of labkit's path.
+        cost = (getattr(full, "_hidden_params", None) or {}).get("response_cost")
+        if cost is None:
+            try:
+                cost = litellm.completion_cost(completion_response=full, model=request.model)
+            except Exception:
+                cost = 0.0
+        cost = float(cost or 0.0)
         choice = full.choices[0]
         return Completion(
             text=choice.message.content or "",
