@@ -68,16 +68,22 @@ class ProgressBar(Protocol):
 
 
 class TextBar:
-    """A single-line text bar rewritten with `\\r` (stderr by default)."""
+    """A single-line text bar rewritten with `\\r` (stderr by default). When the stream is not
+    a terminal (CI logs, files), it writes a plain line every `log_interval` seconds instead, so
+    logs stay readable."""
 
     def __init__(
         self, label: str = "", *, stream: TextIO | None = None, width: int = 24,
-        min_interval: float = 0.1,
+        min_interval: float = 0.1, log_interval: float = 10.0,
     ) -> None:  # fmt: skip
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
-        self.min_interval = min_interval
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.min_interval = min_interval if self.tty else log_interval
         self._last = 0.0
         self._drawn = 0
 
@@ -89,20 +95,25 @@ class TextBar:
         line = f"{head}[{bar}] {state.describe()}{tail}"
         pad = " " * max(0, self._drawn - len(line))
         self._drawn = len(line)
+        text = f"\r{line}{pad}" if self.tty else f"{line}\n"
         try:
-            self.stream.write(f"\r{line}{pad}")
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):  # a closed stream must not fail the run
             pass
 
     def update(self, state: ProgressState) -> None:
         now = time.monotonic()
-        if now - self._last >= self.min_interval or state.done >= state.total:
+        if self._last == 0.0 and not self.tty:  # the first line at the first result, not at 0
+            self._last = now
+        if now - self._last >= self.min_interval or (self.tty and state.done >= state.total):
             self._last = now
             self._draw(state)
 
     def close(self, state: ProgressState, status: str = "done") -> None:
         self._draw(state, status)
+        if not self.tty:
+            return
         try:
             self.stream.write("\n")
             self.stream.flush()

@@ -378,8 +378,13 @@ def test_arun_from_another_event_loop_and_progress_callbacks(tmp_path: Path) -> 
     client.close()
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_text_progress_bar() -> None:
-    out = io.StringIO()
+    out = _Terminal()
     bar = TextBar("demo", stream=out, min_interval=0)
     bar.update(ProgressState(3, 10, 1, 0.0123, 2, 1.5))
     bar.close(ProgressState(10, 10, 1, 0.05, 2, 4.0))
@@ -387,6 +392,20 @@ def test_text_progress_bar() -> None:
     assert text.startswith("\rdemo [") and "3/10 · 1 error · $0.0123 · 2 cached" in text
     assert text.endswith("\n") and text.rstrip().endswith(
         "10/10 · 1 error · $0.0500 · 2 cached · 4.0 s · done"
+    )
+
+
+def test_text_progress_bar_in_a_log_writes_plain_lines() -> None:
+    """Not a terminal (CI, a file): whole lines now and then, no carriage returns."""
+    out = io.StringIO()
+    bar = TextBar("demo", stream=out, log_interval=3600)
+    for done in range(1, 10):
+        bar.update(ProgressState(done, 10, 0, 0.0, 0, 0.1 * done))
+    bar.close(ProgressState(10, 10, 0, 0.0, 0, 1.0))
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert len(lines) == 1 and lines[0].endswith(
+        "10/10 · 0 errors · $0.0000 · 0 cached · 1.0 s · done"
     )
 
 
