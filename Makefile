@@ -26,9 +26,9 @@ browser:
 	  else echo "install Debian's chromium (sudo apt-get install chromium) for the browser tests"; fi; }
 
 lab: $(STAMP)
-	@echo "JupyterLab on http://127.0.0.1:$(PORT)/lab (loopback only); Ctrl-C to stop."
+	@echo "JupyterLab on notebooks/ (loopback only): open the http://127.0.0.1:$(PORT)/lab/tree/01_quickstart.ipynb?token=... URL printed below; Ctrl-C to stop."
 	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT) \
-	  --ServerApp.root_dir=notebooks notebooks/01_quickstart.ipynb
+	  --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/01_quickstart.ipynb
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra

@@ -56,13 +56,32 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ._frame import (
+    _as_float,
+    _check,
+    _errored,
+    _floats,
+    _ints,
+    _keys,
+    _ratio,
+    _wilson,
+    _z,
+)
+from .calibration import (
+    CalibrationResult,
+    calibration,
+    choose_threshold,
+    confidence_frame,
+    coverage_curve,
+)
 
 __all__ = [
     "CalibrationResult",
@@ -88,84 +107,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- frame helpers
-
-
-def _check(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Fail early with the contract's column names; an empty frame may lack columns."""
-    missing = [c for c in columns if c not in df.columns]
-    if not missing:
-        return df
-    if len(df) == 0:
-        return df.reindex(columns=[*df.columns, *missing])
-    raise ValueError(
-        f"results frame lacks column(s) {missing}; the contract is in the labkit.stats docstring"
-    )
-
-
-def _keys(df: pd.DataFrame, by: str) -> pd.Index:
-    """Group keys in a stable, meaningful order: categories, else first appearance."""
-    col = df[by]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return pd.Index(col.cat.categories, name=by)
-    return pd.Index(pd.unique(col.dropna()), name=by)
-
-
-def _as_float(s: pd.Series) -> pd.Series:
-    """Bool/number/None column -> float64 with NaN for missing (also for pandas' NA dtypes)."""
-    return pd.to_numeric(s, errors="coerce").astype("float64")
-
-
-def _errored(df: pd.DataFrame) -> pd.Series:
-    """Rows that ended in an error; a frame without an ``error`` column has none."""
-    if "error" not in df.columns:
-        return pd.Series(False, index=df.index)
-    return df["error"].notna()
-
-
-def _ints(s: pd.Series, keys: pd.Index) -> np.ndarray:
-    """Per-group counts aligned to `keys` (absent group -> 0)."""
-    return s.reindex(keys, fill_value=0).round().astype("int64").to_numpy()
-
-
-def _floats(s: pd.Series, keys: pd.Index) -> np.ndarray:
-    """Per-group values aligned to `keys` (absent group -> NaN)."""
-    return s.reindex(keys).to_numpy(dtype=float)
-
-
-def _ratio(num: Any, den: Any) -> np.ndarray:
-    """Elementwise ratio that is NaN (not inf, not a warning) where the denominator is 0."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
-
-
-def _field_values(col: pd.Series, name: str) -> pd.Series:
-    """Pull one key out of a column of dicts (missing dict or key -> NaN)."""
-    vals = [d.get(name) if isinstance(d, dict) else None for d in col]
-    return _as_float(pd.Series(vals, index=col.index, dtype=object))
-
-
-def _z(alpha: float) -> float:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return NormalDist().inv_cdf(1 - alpha / 2)
-
-
 # --------------------------------------------------------------------------- success rates
-
-
-def _wilson(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    z = _z(alpha)
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    safe_n = np.where(n > 0, n, 1.0)
-    p = k / safe_n
-    denom = 1 + z * z / safe_n
-    center = (p + z * z / (2 * safe_n)) / denom
-    half = z * np.sqrt(p * (1 - p) / safe_n + z * z / (4 * safe_n * safe_n)) / denom
-    low = np.where(n > 0, np.clip(center - half, 0.0, 1.0), np.nan)
-    high = np.where(n > 0, np.clip(center + half, 0.0, 1.0), np.nan)
-    return low, high
 
 
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -672,175 +614,3 @@ def repair_breakdown(df: pd.DataFrame, by: str = "variant") -> pd.DataFrame:
     out["_g"] = pd.Categorical(out[by], categories=keys)
     out["_s"] = pd.Categorical(out["step"], categories=order)
     return out.sort_values(["_g", "_s"]).reset_index(drop=True)[cols]
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class CalibrationResult:
-    """Self-reported confidence against correctness, per group."""
-
-    field: str | None
-    """The field calibrated; None = row-level ``confidence`` against ``passed``."""
-    bins: int
-    reliability: pd.DataFrame
-    """Non-empty bins: ``by, bin, bin_low, bin_high, mean_confidence, accuracy, count``."""
-    summary: pd.DataFrame
-    """Per group: ``by, n, mean_confidence, accuracy, overconfidence, ece, brier``."""
-
-    @property
-    def ece(self) -> pd.Series:
-        """Expected calibration error per group (index = group)."""
-        return self.summary.set_index(self.summary.columns[0])["ece"]
-
-
-def confidence_frame(
-    df: pd.DataFrame, field: str | None = None, by: str = "variant"
-) -> pd.DataFrame:
-    """``by, confidence, correct`` for rows whose correctness is known (confidence may be NaN).
-
-    ``field=None`` pairs ``confidence`` with ``passed``; a field name pairs
-    ``confidences[field]`` with ``field_correct[field]``. Confidences are clipped to [0, 1].
-    """
-    if field is None:
-        df = _check(df, [by, "confidence", "passed"])
-        conf, correct = _as_float(df["confidence"]), _as_float(df["passed"])
-    else:
-        df = _check(df, [by, "confidences", "field_correct"])
-        conf = _field_values(df["confidences"], field)
-        correct = _field_values(df["field_correct"], field)
-    out = pd.DataFrame({by: df[by], "confidence": conf.clip(0.0, 1.0), "correct": correct})
-    return out[out["correct"].notna()]
-
-
-def calibration(
-    df: pd.DataFrame, field: str | None = None, by: str = "variant", bins: int = 10
-) -> CalibrationResult:
-    """Reliability-diagram data, ECE and Brier score of self-reported confidence.
-
-    ``field=None`` checks the row's ``confidence`` against ``passed``; a field name checks
-    ``confidences[field]`` against ``field_correct[field]``. Rows without a confidence are
-    left out. Bins are equal-width on [0, 1] (bin i = [i/bins, (i+1)/bins), the last closed);
-    ECE = sum over bins of count/n * |accuracy - mean confidence|; Brier = mean (conf - y)^2.
-    A model whose 0.9s are right 90% of the time can have its answers auto-accepted above a
-    threshold; one that says 0.9 about everything cannot.
-    """
-    if bins < 1:
-        raise ValueError("bins must be >= 1")
-    keys = _keys(_check(df, [by]), by)
-    cf = confidence_frame(df, field, by)
-    cf = cf[cf["confidence"].notna()]
-    cf = cf.assign(
-        bin=np.minimum(np.floor(cf["confidence"] * bins + 1e-9), bins - 1).astype("int64"),
-        sq=(cf["confidence"] - cf["correct"]) ** 2,
-    )
-    rel = (
-        cf.groupby([by, "bin"], observed=True, sort=False)
-        .agg(
-            mean_confidence=("confidence", "mean"),
-            accuracy=("correct", "mean"),
-            count=("correct", "size"),
-        )
-        .reset_index()
-    )
-    rel.insert(2, "bin_low", rel["bin"] / bins)
-    rel.insert(3, "bin_high", (rel["bin"] + 1) / bins)
-    rel["_g"] = pd.Categorical(rel[by], categories=keys)
-    rel = rel.sort_values(["_g", "bin"]).drop(columns="_g").reset_index(drop=True)
-    gap = (rel["accuracy"] - rel["mean_confidence"]).abs() * rel["count"]
-    g = cf.groupby(by, observed=True, sort=False)
-    n = _ints(g.size(), keys)
-    summary = pd.DataFrame({by: keys, "n": n})
-    summary["mean_confidence"] = _floats(g["confidence"].mean(), keys)
-    summary["accuracy"] = _floats(g["correct"].mean(), keys)
-    summary["overconfidence"] = summary["mean_confidence"] - summary["accuracy"]
-    summary["ece"] = _ratio(_floats(gap.groupby(rel[by], observed=True).sum(), keys), n)
-    summary["brier"] = _floats(g["sq"].mean(), keys)
-    return CalibrationResult(field=field, bins=bins, reliability=rel, summary=summary)
-
-
-def _confidence_groups(
-    cf: pd.DataFrame, by: str, keys: pd.Index
-) -> Iterator[tuple[Hashable, np.ndarray, np.ndarray]]:
-    """(group, confidences, correctness) arrays for every group key, empty when absent."""
-    groups = dict(tuple(cf.groupby(by, observed=True, sort=False)))
-    for key in keys:
-        sub = groups.get(key, cf.iloc[:0])
-        yield key, sub["confidence"].to_numpy(dtype=float), sub["correct"].to_numpy(dtype=float)
-
-
-def coverage_curve(
-    df: pd.DataFrame,
-    field: str | None = None,
-    by: str = "variant",
-    thresholds: Sequence[float] | np.ndarray | None = None,
-) -> pd.DataFrame:
-    """For each threshold X: share auto-accepted (confidence >= X) and accuracy among them.
-
-    Columns: ``by, threshold, n, n_accepted, coverage, accuracy``. ``n`` counts rows whose
-    correctness is known; rows without a confidence (errors included) are never accepted, as
-    they would go to human review. ``thresholds`` default to 0, 0.01, ..., 1. This is the
-    curve to read a "send to review below X" threshold from; see `choose_threshold`.
-    """
-    keys = _keys(_check(df, [by]), by)
-    cf = confidence_frame(df, field, by)
-    thr = np.round(np.linspace(0, 1, 101), 10) if thresholds is None else np.asarray(thresholds)
-    thr = thr.astype(float)
-    parts = []
-    for key, c, y in _confidence_groups(cf, by, keys):
-        has = ~np.isnan(c)
-        order = np.argsort(c[has], kind="stable")
-        cs, cum = c[has][order], np.concatenate([[0.0], np.cumsum(y[has][order])])
-        idx = np.searchsorted(cs, thr, side="left")
-        accepted, correct = cs.size - idx, cum[-1] - cum[idx]
-        part = {by: [key] * thr.size, "threshold": thr, "n": c.size, "n_accepted": accepted}
-        part |= {"coverage": _ratio(accepted, c.size), "accuracy": _ratio(correct, accepted)}
-        parts.append(pd.DataFrame(part))
-    cols = [by, "threshold", "n", "n_accepted", "coverage", "accuracy"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
-
-
-def choose_threshold(
-    df: pd.DataFrame,
-    target_accuracy: float,
-    field: str | None = None,
-    by: str = "variant",
-    conservative: bool = False,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Lowest confidence threshold whose auto-accepted rows reach `target_accuracy`, per group.
-
-    Candidates are the confidence values observed; the one accepting the most rows while its
-    accepted accuracy (or, with ``conservative=True``, the Wilson lower bound of it, which
-    guards against a lucky handful of rows) is >= target wins. Columns: ``by, threshold, n,
-    n_accepted, coverage, accuracy, accuracy_low, met``; ``threshold`` is NaN and ``met`` False
-    when no threshold reaches the target (send everything to review).
-    """
-    if not 0 <= target_accuracy <= 1:
-        raise ValueError("target_accuracy must be in [0, 1]")
-    keys = _keys(_check(df, [by]), by)
-    cf = confidence_frame(df, field, by)
-    rows = []
-    for key, c_all, y_all in _confidence_groups(cf, by, keys):
-        n, has = c_all.size, ~np.isnan(c_all)
-        c, y = c_all[has], y_all[has]
-        order = np.argsort(-c, kind="stable")
-        cs, ys = c[order], y[order]
-        cum_n = np.arange(1, cs.size + 1)
-        cum_y = np.cumsum(ys)
-        last = np.r_[cs[1:] != cs[:-1], True] if cs.size else np.zeros(0, dtype=bool)
-        acc = cum_y[last] / cum_n[last]
-        low, _ = _wilson(cum_y[last], cum_n[last], alpha)
-        ok = np.flatnonzero((low if conservative else acc) >= target_accuracy)
-        row: dict[str, Any] = {by: key, "threshold": np.nan, "n": n, "n_accepted": 0}
-        row |= {"coverage": 0.0 if n else np.nan, "accuracy": np.nan, "accuracy_low": np.nan}
-        row["met"] = bool(ok.size)
-        if ok.size:
-            i = ok[-1]
-            acc_n = int(cum_n[last][i])
-            row |= {"threshold": float(cs[last][i]), "n_accepted": acc_n, "coverage": acc_n / n}
-            row |= {"accuracy": float(acc[i]), "accuracy_low": float(low[i])}
-        rows.append(row)
-    cols = [by, "threshold", "n", "n_accepted", "coverage", "accuracy", "accuracy_low", "met"]
-    return pd.DataFrame(rows, columns=cols)
