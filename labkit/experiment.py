@@ -262,22 +262,27 @@ class Experiment:
         except KeyboardInterrupt:
             self._interrupted_hint()
             raise
+        self._warn_dead_models()
         return results
 
     async def arun(self, *, progress: bool = True, cache: CacheMode = "use") -> Results:
         """`run` for async code: awaits the grid, which runs on the client's loop."""
         fut = self.client.submit(self._begin(progress, cache))
         try:
-            return await asyncio.wrap_future(fut)
+            results: Results = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             fut.cancel()
             raise
+        self._warn_dead_models()
+        return results
 
     def start(
         self, *, progress: bool = True, cache: CacheMode = "use"
     ) -> concurrent.futures.Future[Results]:
         """Start the grid without waiting (notebook buttons): a Future of the `Results`.
-        `fut.cancel()` stops at once, `stop()` gracefully; `results` has the rows so far."""
+        `fut.cancel()` stops at once, `stop()` gracefully; `results` has the rows so far. No
+        warning is raised for a model that failed every call (it would come from another
+        thread): check `results.df.error`, as the builder widget does."""
         fut: concurrent.futures.Future[Results] = self.client.submit(self._begin(progress, cache))
         return fut
 
@@ -378,7 +383,6 @@ class Experiment:
                     _log.exception("progress bar close failed")
             self._record_run(status)
             self._active = False
-        self._warn_dead_models()
         return self.results
 
     async def _run_cell(self, cell: _Cell, cache: CacheMode) -> dict[str, Any]:

@@ -162,21 +162,7 @@ def best_variant(
         range(len(ok)),
         key=lambda i: (sign * float(ok[col].iloc[i]), float(cost.iloc[i]), i),
     )
-    row = ok.iloc[order[0]]
-    rows = df[df["variant"] == row["variant"]]
-    is_rate = col == "rate"
-    return Winner(
-        variant=str(row["variant"]),
-        prompt=str(rows["prompt"].iloc[0]),
-        model=str(rows["model"].iloc[0]),
-        metric=metric,
-        value=float(row[col]),
-        ci_low=float(row["ci_low"]) if is_rate else None,
-        ci_high=float(row["ci_high"]) if is_rate else None,
-        n=int(row["n"]),
-        n_items=int(row["n_items"]),
-        table=table,
-    )
+    return _winner_for(df, table, str(ok["variant"].iloc[order[0]]), metric, shown=table)
 
 
 def _metric_names(table: pd.DataFrame) -> str:
@@ -265,7 +251,15 @@ def export_config(
     return p
 
 
-def _winner_for(df: pd.DataFrame, table: pd.DataFrame, variant: str, metric: str) -> Winner:
+def _winner_for(
+    df: pd.DataFrame,
+    table: pd.DataFrame,
+    variant: str,
+    metric: str,
+    shown: pd.DataFrame | None = None,
+) -> Winner:
+    """The Winner record of `variant`; `shown` is the table to keep with it (default: the
+    summary marked with this variant as the only eligible one, as when it was picked by hand)."""
     col = _column(metric)
     if col not in table.columns:
         raise InputError(f"unknown metric {metric!r}; choose from {_metric_names(table)}")
@@ -282,7 +276,9 @@ def _winner_for(df: pd.DataFrame, table: pd.DataFrame, variant: str, metric: str
         ci_high=float(row["ci_high"]) if is_rate else None,
         n=int(row["n"]),
         n_items=int(row["n_items"]),
-        table=table.assign(eligible=table["variant"] == variant, why=""),
+        table=shown
+        if shown is not None
+        else table.assign(eligible=table["variant"] == variant, why=""),
     )
 
 
