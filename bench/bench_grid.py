@@ -2,8 +2,8 @@
 
 The grid is N items x 2 prompts x 2 models (default 500 x 2 x 2 = 2,000 calls) against the
 loopback OpenAI-compatible server (run in a child process, as a provider would be remote) at
-100 ms latency, concurrency 50. Figures, each a median over `--rounds` (interleaved, so load
-drift hits both paths alike):
+100 ms latency, concurrency 50. Figures, each a median over `--rounds` (interleaved, the order alternating,
+so load drift hits both paths alike):
 
 - ideal: calls x latency / concurrency (no client overhead at all);
 - bare `litellm.acompletion` under an `asyncio.Semaphore(50)`, streamed with usage (the same
@@ -139,12 +139,23 @@ async def _call(fn: Callable[[], Any]) -> None:
     fn()
 
 
+def run_baselines(
+    times: dict[str, list[float]], requests: list[dict[str, Any]], url: str, args: Any
+) -> None:
+    for kind, stream in (("stream", True), ("plain", False)):
+        if kind == "plain" and args.no_plain:
+            continue
+        coro = bare_litellm(requests, url, args.concurrency, stream)
+        elapsed, _ = timed(partial(asyncio.run, coro), kind)
+        times[kind].append(elapsed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=500, help="dataset rows (calls = 4 x items)")
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-plain", action="store_true", help="skip the non-streamed baseline")
     ap.add_argument("--profile", help="write a cProfile of one labkit run to this file")
     args = ap.parse_args()
@@ -171,12 +182,9 @@ def main() -> None:
         times: dict[str, list[float]] = {"stream": [], "plain": [], "labkit": []}
         last: Experiment | None = None
         for r in range(args.rounds):
-            for kind, stream in (("stream", True), ("plain", False)):
-                if kind == "plain" and args.no_plain:
-                    continue
-                coro = bare_litellm(requests_all, url, args.concurrency, stream)
-                elapsed, _ = timed(partial(asyncio.run, coro), kind)
-                times[kind].append(elapsed)
+            # Alternate which path goes first, so drift within a round favours neither.
+            if r % 2 == 0:
+                run_baselines(times, requests_all, url, args)
             client = make_client(url, tmp / f"round{r}")
             exp = experiment(client, rows, args.concurrency)
             if args.profile and r == 0:
@@ -192,6 +200,8 @@ def main() -> None:
             errors = int(res.df["error"].notna().sum())
             assert len(res) == calls, (len(res), calls)
             times["labkit"].append(elapsed)
+            if r % 2 == 1:
+                run_baselines(times, requests_all, url, args)
             print(
                 f"round {r + 1}: litellm streamed {times['stream'][-1]:.2f}s"
                 + (f", plain {times['plain'][-1]:.2f}s" if times["plain"] else "")

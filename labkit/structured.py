@@ -61,16 +61,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
+from .instructions import json_instructions, response_format
 from .schema import (
     Guide,
     Log,
     SchemaLike,
-    json_instructions,
     norm_key,
     normalise,
     properties,
     resolve,
-    response_format,
     to_json_schema,
     wants,
 )
