@@ -70,16 +70,19 @@ _INSERT = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 )
 _NAME_SET = frozenset(_NAMES)
+_ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
 _JSON_COLUMNS = ("prompt", "params", "repairs", "meta")
 
 
 # Ids need uniqueness, not secrecy: a private PRNG seeded from the OS once per process is ~20x
-# cheaper than a getrandom() syscall per id on a cache hit.
+# cheaper than a getrandom() syscall per id on a cache hit. The time prefix makes ids sort by
+# creation, so the indexed id and call_id columns grow at their right edge instead of taking
+# random B-tree inserts (a fifth cheaper per row, more as the database grows).
 _IDS = random.Random(os.urandom(32))
 
 
 def new_id() -> str:
-    return f"{_IDS.getrandbits(128):032x}"
+    return f"{time.time_ns():016x}{_IDS.getrandbits(64):016x}"
 
 
 class TraceStore:
@@ -99,6 +102,7 @@ class TraceStore:
         self._write_lock = threading.Lock()  # guards the connection
         self._conn: sqlite3.Connection | None = None
         self._pending: list[dict[str, Any]] = []
+        self._prompts: dict[tuple[Any, ...], str] = {}
         self._warned = False
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -150,8 +154,9 @@ class TraceStore:
             done: tuple[Any, ...] = fields["_done"]
             return done
         redact = self.redact
-        if fields.get("prompt") is not None:
-            fields["prompt"] = redact.redact_obj(fields["prompt"])
+        prompt = fields.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            fields["prompt"] = self._prompt_json(prompt)
         for key in ("response", "error"):
             if isinstance(fields.get(key), str):
                 fields[key] = redact(fields[key])
@@ -159,13 +164,32 @@ class TraceStore:
             fields["meta"] = redact.redact_obj(dict(fields["meta"]))
         for key in _JSON_COLUMNS:
             if fields.get(key) is not None and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key], default=str, ensure_ascii=False)
+                fields[key] = _ENCODE(fields[key])
         for key in ("cache_hit", "parse_ok"):
             if isinstance(fields.get(key), bool):
                 fields[key] = int(fields[key])
-        row = tuple(fields.get(name) for name in _NAMES)
+        row = tuple(map(fields.get, _NAMES))
         fields["_done"] = row
         return row
+
+    def _prompt_json(self, prompt: Any) -> str:
+        """Redacted prompt as JSON, memoised for plain role/content messages: cache hits and
+        grids (models x repeats) write the same prompt many times."""
+        key: tuple[Any, ...] | None = None
+        if isinstance(prompt, list) and all(
+            type(m) is dict and m.keys() <= {"role", "content"} and type(m.get("content")) is str
+            for m in prompt
+        ):
+            key = tuple((m.get("role"), m["content"]) for m in prompt)
+            done = self._prompts.get(key)
+            if done is not None:
+                return done
+        text: str = _ENCODE(self.redact.redact_obj(prompt))
+        if key is not None:
+            if len(self._prompts) >= 1024:
+                self._prompts.clear()
+            self._prompts[key] = text
+        return text
 
     def flush(self) -> None:
         """Write every waiting row now."""
