@@ -155,7 +155,9 @@ class TraceStore:
             return done
         redact = self.redact
         prompt = fields.get("prompt")
-        if prompt is not None and not isinstance(prompt, str):
+        if isinstance(prompt, str):  # stored as JSON too, so queries decode every row alike
+            fields["prompt"] = _ENCODE(redact(prompt))
+        elif prompt is not None:
             fields["prompt"] = self._prompt_json(prompt)
         for key in ("response", "error"):
             if isinstance(fields.get(key), str):

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from labkit.redact import Redactor
-from labkit.tracing import TraceStore
+from labkit.tracing import TraceStore, new_id
 
 
 def test_rows_are_redacted_before_they_are_written(tmp_path: Path) -> None:
@@ -99,3 +101,25 @@ def test_batched_rows_are_flushed_by_the_background_thread(tmp_path: Path) -> No
     assert store.pending == 0
     rows = sqlite3.connect(tmp_path / "t.db").execute("SELECT count(*) FROM traces").fetchone()
     assert rows == (20,)
+
+
+def test_prompts_are_redacted_in_every_shape(tmp_path: Path) -> None:
+    """Message lists (memoised or not) and plain-string prompts all reach the disk redacted."""
+    store = TraceStore(tmp_path / "t.db")
+    secret = "mail bob@example.com or call +1 415 555 0100"
+    prompts: list[Any] = [
+        [{"role": "user", "content": secret}],
+        [{"role": "user", "content": secret}],  # the memoised path
+        [{"role": "user", "content": [{"type": "text", "text": secret}]}],
+        secret,
+    ]
+    for prompt in prompts:
+        store.record(kind="attempt", call_id=new_id(), prompt=prompt)
+    store.flush()
+    stored = store.query()["prompt"].tolist()
+    assert len(stored) == 4 and sum(isinstance(v, str) for v in stored) == 1
+    for value in stored:
+        text = json.dumps(value)
+        assert "bob@example.com" not in text and "555 0100" not in text
+        assert "[EMAIL]" in text and "[PHONE]" in text
+    store.close()
