@@ -104,7 +104,7 @@ class TextBar:
 
     def update(self, state: ProgressState) -> None:
         now = time.monotonic()
-        if self._last == 0.0 and not self.tty:  # the first line at the first result, not at 0
+        if self._last == 0.0 and not self.tty:  # in a log, the first line after log_interval
             self._last = now
         if now - self._last >= self.min_interval or (self.tty and state.done >= state.total):
             self._last = now
