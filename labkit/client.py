@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .cache import Cache, cache_key, key_for
-from .context import count_tokens, estimate_tokens, require_fit, token_upper_bound
+from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError
 from .models import Registry, Resolution
 from .prompts import build_messages
@@ -395,20 +395,16 @@ class Client:
             return None, None
         max_tokens = req.params.get("max_tokens")
         upper = token_upper_bound(req.messages)
-        if (
-            upper is not None
-            and (window is None or upper + (max_tokens or 0) < 0.9 * window)
-            and (out_limit is None or max_tokens is None or max_tokens <= out_limit)
-        ):
-            # Certainly fits, not even near the limit: an exact count (a tokenizer pass per
-            # call) would change nothing; the trace takes the provider's count afterwards.
-            return None, window
+        if upper is not None:
+            bound = check_fit(req.model, upper, max_tokens, window, out_limit)
+            if bound.fits and not bound.near_limit:
+                # The exact count is at most the bound, so it would fit, not even near the
+                # limit: skip the tokenizer pass; the trace takes the provider's count later.
+                return None, window
         tokens = count_tokens(
             req.model, req.messages, counter=lambda m: backend.count_tokens(req.model, m)
         )
-        fit = require_fit(
-            req.model, tokens, max_tokens, caps.context_window, caps.max_output_tokens
-        )
+        fit = require_fit(req.model, tokens, max_tokens, window, out_limit)
         event = fit.event()
         if event is not None:
             emit(event)
