@@ -20,29 +20,18 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench_plots import median_time  # noqa: E402
 from frames import make_results  # noqa: E402
 
 GOAL_RUN_S = 2.0
 GOAL_FILTER_S = 0.200
 LABELS = ("positive", "negative", "neutral")
-
-
-def median_time(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of `repeat` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _reply(request: Any) -> str:
