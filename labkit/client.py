@@ -90,6 +90,16 @@ class _Runner:
     def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop, wait for its thread, then close it: a loop left open holds its
+        self-pipe sockets until garbage collection and warns then, far from the cause."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is self.thread:
+            return  # closed from inside the loop: it stops once this callback returns
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
 
 class Client:
     """Holds the registry, cache, trace store, policy and backends of one project."""
@@ -501,7 +511,7 @@ class Client:
 
     def close(self) -> None:
         if self._runner is not None:
-            self._runner.loop.call_soon_threadsafe(self._runner.loop.stop)
+            self._runner.close()
             self._runner = None
         if self.cache is not None:
             self.cache.close()
