@@ -11,6 +11,16 @@ import numpy as np
 import pandas as pd
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN (any float type), pd.NA and NaT; never raises on odd values (arrays, NA)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return False
+
+
 def _check(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Fail early with the contract's column names; an empty frame may lack columns."""
     missing = [c for c in columns if c not in df.columns]

@@ -27,7 +27,6 @@ import difflib
 import hashlib
 import html
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._frame import _missing
 from .errors import DatasetError
 from .prompts import template_variables
 
@@ -538,12 +538,6 @@ def _collect_expected(df: pd.DataFrame, where: str) -> list[dict[str, Any] | Non
 
 
 # ---------------------------------------------------------------------- helpers
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _plain(value: Any) -> Any:
     """Plain Python for JSON and comparisons: numpy scalars unwrapped, NaN/NA -> None."""
     if _missing(value):

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._frame import _missing
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -254,15 +256,6 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["repairs"] = [list(v) if isinstance(v, list | tuple) else [] for v in df["repairs"]]
     df["parsed"] = df["parsed"].astype(object).map(lambda v: None if _missing(v) else v)
     return df.reset_index(drop=True)
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # NaN, pd.NA
-    except (TypeError, ValueError):
-        return False
 
 
 def _truthy(value: Any) -> bool | None:
