@@ -103,6 +103,7 @@ class TraceStore:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[dict[str, Any]] = []
         self._prompts: dict[tuple[Any, ...], str] = {}
+        self._inflight = 0  # rows taken by a flush and not yet committed (or put back)
         self._warned = False
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -194,11 +195,19 @@ class TraceStore:
         return text
 
     def flush(self) -> None:
-        """Write every waiting row now."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if batch:
-            self._write(batch)
+        """Write every waiting row now. Holds the write lock from taking the rows to the
+        commit, so a flush (and so a query) also waits for rows the background thread is
+        writing at that moment: what was recorded before is always readable after."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                self._inflight = len(batch)
+            try:
+                if batch:
+                    self._write(batch)
+            finally:
+                with self._lock:
+                    self._inflight = 0
 
     def _start_flusher(self) -> None:
         self._flusher = threading.Thread(target=self._flush_loop, name="labkit-traces", daemon=True)
@@ -212,44 +221,42 @@ class TraceStore:
             self.flush()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        with self._write_lock:
-            try:
-                rows = [self._row(f) for f in batch]
-                conn = self._connect()
-                if len(rows) == 1:
-                    conn.execute(_INSERT, rows[0])
-                else:
-                    conn.execute("BEGIN")
-                    conn.executemany(_INSERT, rows)
-                    conn.execute("COMMIT")
-                self._warned = False
-            except (sqlite3.Error, OSError) as exc:
-                if self._conn is not None and self._conn.in_transaction:
-                    self._conn.rollback()
-                if (
-                    isinstance(exc, sqlite3.Error)
-                    and self._conn is not None
-                    and "lock" not in str(exc)
-                ):
-                    self._conn = None
-                with self._lock:
-                    self._pending[:0] = batch
-                    del self._pending[:-10_000]
-                    waiting = len(self._pending)
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(
-                        f"labkit: trace database {self.path} is not writable ({exc}); "
-                        f"{waiting} row(s) kept in memory and retried on the next call. "
-                        "Fix the path/permissions or pass traces=<another path>.",
-                        RuntimeWarning,
-                        stacklevel=4,
-                    )
+        """Write `batch` (the caller holds the write lock); on failure keep it in memory."""
+        try:
+            rows = [self._row(f) for f in batch]
+            conn = self._connect()
+            if len(rows) == 1:
+                conn.execute(_INSERT, rows[0])
+            else:
+                conn.execute("BEGIN")
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            self._warned = False
+        except (sqlite3.Error, OSError) as exc:
+            if self._conn is not None and self._conn.in_transaction:
+                self._conn.rollback()
+            if isinstance(exc, sqlite3.Error) and self._conn is not None and "lock" not in str(exc):
+                self._conn = None
+            with self._lock:
+                self._pending[:0] = batch
+                del self._pending[:-10_000]
+                waiting = len(self._pending)
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"labkit: trace database {self.path} is not writable ({exc}); "
+                    f"{waiting} row(s) kept in memory and retried on the next call. "
+                    "Fix the path/permissions or pass traces=<another path>.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
 
     @property
     def pending(self) -> int:
-        """Rows waiting in memory because the database could not be written."""
-        return len(self._pending)
+        """Rows not yet in the database: waiting in memory (batched, or kept because the
+        database could not be written) or being written right now."""
+        with self._lock:
+            return len(self._pending) + self._inflight
 
     def query(
         self,
