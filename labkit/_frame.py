@@ -33,6 +33,32 @@ def _check(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     )
 
 
+def _no_duplicates(df: pd.DataFrame, by: str) -> None:
+    """Refuse two rows for one (item, variant, repeat): averaging them would hide a bad join.
+
+    The variant column identifies a row even when grouping by something coarser (``model``
+    spans several prompts); without one, the grouping column does. Raises
+    `labkit.errors.InputError` naming up to five of the duplicated keys.
+    """
+    unit = "variant" if "variant" in df.columns else by
+    keys = [c for c in ("item_id", unit, "repeat") if c in df.columns]
+    if len(df) == 0 or "item_id" not in keys or unit not in keys:
+        return
+    dup = df.duplicated(keys, keep=False)
+    if not dup.any():
+        return
+    from .errors import InputError
+
+    seen = df.loc[dup, keys].drop_duplicates()
+    names = ", ".join(str(tuple(r)) for r in seen.head(5).itertuples(index=False))
+    more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
+    raise InputError(
+        f"{int(dup.sum())} rows share an ({', '.join(keys)}) key with another row: {names}{more}. "
+        "Each item should have one row per group and repeat; drop the duplicates "
+        f"(df.drop_duplicates({keys!r})) or give the repeats distinct 'repeat' numbers"
+    )
+
+
 def _keys(df: pd.DataFrame, by: str) -> pd.Index:
     """Group keys in a stable, meaningful order: categories, else first appearance."""
     col = df[by]
@@ -93,3 +119,20 @@ def _wilson(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.
     low = np.where(n > 0, np.clip(center - half, 0.0, 1.0), np.nan)
     high = np.where(n > 0, np.clip(center + half, 0.0, 1.0), np.nan)
     return low, high
+
+
+def _binary(*values: np.ndarray) -> bool:
+    """Every value 0 or 1: one pass/fail per item, where the exact and score methods apply."""
+    return all(bool(np.isin(v, (0.0, 1.0)).all()) for v in values)
+
+
+def _item_matrix(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """items x groups matrix of per-item success (mean over repeats); NaN = not answered."""
+    df = _check(df, [by, "item_id", "passed"])
+    _no_duplicates(df, by)
+    keys = _keys(df, by)
+    y = _as_float(df["passed"])
+    ok = y.notna()
+    m = y[ok].groupby([df.loc[ok, "item_id"], df.loc[ok, by]], observed=True).mean()
+    mat = m.unstack(by) if len(m) else pd.DataFrame(index=pd.Index([], name="item_id"))
+    return mat.reindex(columns=keys)

@@ -59,7 +59,9 @@ def confidence_frame(
     """``by, confidence, correct`` for rows whose correctness is known (confidence may be NaN).
 
     ``field=None`` pairs ``confidence`` with ``passed``; a field name pairs
-    ``confidences[field]`` with ``field_correct[field]``. Confidences are clipped to [0, 1].
+    ``confidences[field]`` with ``field_correct[field]``. A confidence outside [0, 1] (7.0,
+    -0.2, inf) is not a probability: it is left out (NaN, so never auto-accepted) with a
+    warning counting each kind, rather than clipped into a false certainty.
     """
     if field is None:
         df = _check(df, [by, "confidence", "passed"])
@@ -68,8 +70,33 @@ def confidence_frame(
         df = _check(df, [by, "confidences", "field_correct"])
         conf = _field_values(df["confidences"], field)
         correct = _field_values(df["field_correct"], field)
-    out = pd.DataFrame({by: df[by], "confidence": conf.clip(0.0, 1.0), "correct": correct})
+    out = pd.DataFrame({by: df[by], "confidence": _in_range(conf, field), "correct": correct})
     return out[out["correct"].notna()]
+
+
+def _in_range(conf: pd.Series, field: str | None) -> pd.Series:
+    """`conf` with values outside [0, 1] set to NaN, after one warning that counts them."""
+    v = conf.to_numpy(dtype=float)
+    counts = {
+        "above 1": int(np.sum(np.isfinite(v) & (v > 1))),
+        "below 0": int(np.sum(np.isfinite(v) & (v < 0))),
+        "infinite": int(np.sum(np.isinf(v))),
+    }
+    bad = sum(counts.values())
+    if not bad:
+        return conf
+    import warnings
+
+    where = "confidence" if field is None else f"confidences[{field!r}]"
+    found = ", ".join(f"{k} {kind}" for kind, k in counts.items() if k)
+    warnings.warn(
+        f"{bad} of {v.size} {where} values are outside [0, 1] ({found}); they are left out "
+        "of calibration and thresholds (treated as missing), not clipped. Rescale them to "
+        "probabilities (e.g. divide a 0-10 score by 10) if the model used another scale",
+        UserWarning,
+        stacklevel=3,
+    )
+    return conf.where((conf >= 0) & (conf <= 1))
 
 
 def calibration(

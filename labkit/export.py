@@ -487,23 +487,30 @@ def _evidence(
 
     col = _column(win.metric)
     others = []
-    for other in table["variant"]:
-        if other == win.variant:
-            continue
-        row = table[table["variant"] == other].iloc[0]
-        pr = stats.paired_comparison(df, win.variant, other)
-        others.append(
-            {
-                "variant": str(other),
-                win.metric: _clean(row[col]),
-                "success_rate": _clean(row["rate"]),
-                "diff": _clean(pr.diff),
-                "ci_low": _clean(pr.ci_low),
-                "ci_high": _clean(pr.ci_high),
-                "p_value": _clean(pr.p_value),
-                "n_items": int(pr.n_items),
+    # Winner vs each other variant; with several, Holm-adjusted p and matching intervals too.
+    pairs = stats.pairwise_comparisons(df, baseline=win.variant)
+    for _, pr in pairs.iterrows():
+        row = table[table["variant"] == pr["a"]].iloc[0]
+        entry = {
+            "variant": str(pr["a"]),
+            win.metric: _clean(row[col]),
+            "success_rate": _clean(row["rate"]),
+            "diff": _clean(-pr["diff"]),
+            "ci_low": _clean(-pr["ci_high"]),
+            "ci_high": _clean(-pr["ci_low"]),
+            "p_value": _clean(pr["p"]),
+            "n_items": int(pr["n_items"]),
+            "method": str(pr["method"]),
+        }
+        if len(pairs) > 1:
+            entry |= {
+                "p_holm": _clean(pr["p_holm"]),
+                "ci_low_holm": _clean(-pr["ci_high_holm"]),
+                "ci_high_holm": _clean(-pr["ci_low_holm"]),
+                "intervals": f"ci_low/ci_high unadjusted 95%; ci_*_holm Holm-adjusted over "
+                f"{len(pairs)} comparisons",
             }
-        )
+        others.append(entry)
     info = meta.get("dataset") or {}
     return Evidence(
         metric=win.metric,

@@ -139,8 +139,10 @@ def _tables(df: pd.DataFrame, by: str, stats: Any) -> str:
     if table[by].nunique() >= 2:
         pairs = stats.pairwise_comparisons(df, by)
         out += (
-            "<h2>Paired comparisons</h2><p class='note'>Same items, bootstrap interval of the "
-            "difference, exact McNemar p-value, Holm-corrected across pairs.</p>"
+            "<h2>Paired comparisons</h2><p class='note'>Same items. CI: 95% score interval "
+            "of the difference and its p, per pair, not adjusted; Holm CI and p (Holm): "
+            "adjusted across the pairs, and a pair is significant when its Holm CI excludes "
+            "0.</p>"
         )
         out += _table(
             pairs,
@@ -152,9 +154,11 @@ def _tables(df: pd.DataFrame, by: str, stats: Any) -> str:
                 "ci_low": "CI low",
                 "ci_high": "CI high",
                 "p": "p",
+                "ci_low_holm": "Holm CI low",
+                "ci_high_holm": "Holm CI high",
                 "p_holm": "p (Holm)",
             },
-            pct=("diff", "ci_low", "ci_high"),
+            pct=("diff", "ci_low", "ci_high", "ci_low_holm", "ci_high_holm"),
         )
     return out
 

@@ -94,8 +94,12 @@ class Results:
 
     # ------------------------------------------------------------------ statistics
     def summary(self, by: str = "variant") -> pd.DataFrame:
-        """One row per group: success rate with its Wilson interval, errors, mean score, parse
-        rate, cost (total, per item, per success) and latency percentiles."""
+        """One row per group: success rate over items with its interval (``n_items`` and
+        ``n_rows`` apart; with repeats the interval counts items, see
+        `labkit.stats.success_rates`), errors, mean score, parse rate, cost (total, per item,
+        per success), latency percentiles, and each group against the best-rated one:
+        ``p_vs_best`` (paired score test) and ``p_holm_vs_best`` (Holm-adjusted over those
+        comparisons). The rate intervals are per group, not adjusted for multiplicity."""
         import pandas as pd
 
         from . import stats
@@ -115,13 +119,25 @@ class Results:
         lat = lat[[by, "latency_n", "latency_p50", "latency_p95", "ttft_p50"]]
         for part in (extra, cost, lat):
             out = out.merge(part, on=by, how="left")
-        return out
+        return out.merge(_vs_best(df, out, by), on=by, how="left")
 
     def compare(self, a: str, b: str, by: str = "variant") -> PairedResult:
-        """Paired comparison of two groups on the items both answered (bootstrap + McNemar)."""
+        """Paired comparison of two groups on the items both answered (score interval and the
+        test it inverts; ``significant`` iff the interval excludes 0). Unadjusted: with more
+        than two groups a note says so; `labkit.stats.pairwise_comparisons` adjusts (Holm)."""
+        from dataclasses import replace
+
         from . import stats
 
-        return stats.paired_comparison(self.df, a, b, by=by)
+        r = stats.paired_comparison(self.df, a, b, by=by)
+        groups = self.df[by].nunique() if by in self.df else 0
+        if groups > 2:
+            note = (
+                f"one of {groups * (groups - 1) // 2} possible pairs of {groups} groups: p and "
+                "interval are not adjusted; pairwise_comparisons gives Holm-adjusted ones"
+            )
+            r = replace(r, notes=(*r.notes, note))
+        return r
 
     def calibration(self, field: str | None = None, by: str = "variant") -> CalibrationResult:
         """Self-reported confidence vs correctness (row-level, or one field's)."""
@@ -221,6 +237,23 @@ class Results:
 
 
 _SHOWN = ("variant", "n", "rate", "errors", "score_mean", "total_cost", "latency_p50")
+
+
+def _vs_best(df: pd.DataFrame, table: pd.DataFrame, by: str) -> pd.DataFrame:
+    """``p_vs_best`` and ``p_holm_vs_best`` per group (NaN for the best-rated one itself)."""
+    import pandas as pd
+
+    from . import stats
+
+    out = pd.DataFrame({by: table[by], "p_vs_best": math.nan, "p_holm_vs_best": math.nan})
+    rates = table["rate"].to_numpy(dtype=float)
+    if len(table) < 2 or not (rates == rates).any():
+        return out
+    best = table[by].iloc[int(pd.Series(rates).idxmax())]
+    pairs = stats.pairwise_comparisons(df, by, baseline=best)
+    out["p_vs_best"] = out[by].map(dict(zip(pairs["a"], pairs["p"], strict=True)))
+    out["p_holm_vs_best"] = out[by].map(dict(zip(pairs["a"], pairs["p_holm"], strict=True)))
+    return out
 
 
 # ---------------------------------------------------------------------------- frames

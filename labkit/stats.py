@@ -47,10 +47,13 @@ Conventions
   item, and dropping errors would flatter a flaky model.
 * Groups keep the order of first appearance (or the categories of a categorical column); a
   group whose rows are all unusable is reported with ``n = 0`` and NaN, never an exception.
-* Paired statistics work on items: with repeats, each item's outcome is first averaged over its
-  repeats, so repeats never pose as independent items.
-* Pure numpy/pandas: exact binomial tails use ``math.comb``; normal quantiles use
-  ``statistics.NormalDist``.
+* Items are the unit of sampling: with repeats, each item's outcome is first averaged over
+  its repeats, so repeats never pose as independent items (in success-rate intervals too).
+* Two rows for one (item, group, repeat) are an error (`labkit.errors.InputError`), not
+  silently averaged.
+* Every interval's level is measured, by exact enumeration over the multinomial or seeded
+  simulation, in tests/test_stats.py and bench/bench_stats.py (table in the README).
+* numpy/pandas, plus scipy for binomial tails and t quantiles (imported inside functions).
 """
 
 from __future__ import annotations
@@ -64,17 +67,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _paired as pk
 from ._frame import (
     _as_float,
+    _binary,
     _check,
     _errored,
     _floats,
     _ints,
+    _item_matrix,
     _keys,
+    _no_duplicates,
     _ratio,
     _wilson,
     _z,
 )
+from ._noninferiority import MIN_BOOTSTRAP_ITEMS, NonInferiority, noninferiority
 from .calibration import (
     CalibrationResult,
     calibration,
@@ -84,7 +92,9 @@ from .calibration import (
 )
 
 __all__ = [
+    "MIN_BOOTSTRAP_ITEMS",
     "CalibrationResult",
+    "NonInferiority",
     "PairedResult",
     "calibration",
     "choose_threshold",
@@ -94,6 +104,7 @@ __all__ = [
     "holm_adjust",
     "latency_summary",
     "mcnemar_exact",
+    "noninferiority",
     "paired_comparison",
     "pairwise_comparisons",
     "pass_at_k",
@@ -123,25 +134,55 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 
 def success_rates(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) -> pd.DataFrame:
-    """Per-group success rate over usable rows, with a Wilson (1 - alpha) interval.
+    """Per-group success rate over items, with a (1 - alpha) interval that counts items.
 
-    Columns: ``by, n, successes, rate, ci_low, ci_high, n_items, errors``. ``n`` counts rows,
-    so with repeats the interval treats repeats as independent and is too narrow; compare
-    variants with `paired_comparison`, which resamples items.
+    Columns: ``by, n, successes, rate, ci_low, ci_high, n_items, errors, n_rows, ci_method``.
+    ``n`` and ``n_rows`` count usable rows, ``n_items`` distinct items. The rate is the mean
+    of per-item success rates (the row rate when every item has as many repeats). With one
+    row per item the interval is Wilson's; with repeats, repeats of an item are not
+    independent draws, so it is Wilson's at the effective size ``rate (1 - rate) / var``
+    (``var`` the cluster-robust variance of the rate over items; see `item_interval`).
     """
     df = _check(df, [by, "passed", "item_id"])
+    _no_duplicates(df, by)
     keys = _keys(df, by)
     y = _as_float(df["passed"])
     usable = y.notna()
     g = y.groupby(df[by], sort=False, observed=True)
     n, k = _ints(g.count(), keys), _ints(g.sum(), keys)
-    items = df.loc[usable, "item_id"].groupby(df.loc[usable, by], observed=True).nunique()
+    per = y[usable].groupby([df.loc[usable, by], df.loc[usable, "item_id"]], observed=True).mean()
+    gi = per.groupby(level=0, observed=True, sort=False)
+    items = _ints(gi.size(), keys)
+    rate, var = _floats(gi.mean(), keys), _floats(gi.var(ddof=1), keys)
     errors = _errored(df).groupby(df[by], sort=False, observed=True).sum()
-    low, high = _wilson(k, n, alpha)
+    low, high = item_interval(rate, var, items, n, alpha)
     return pd.DataFrame(
-        {by: keys, "n": n, "successes": k, "rate": _ratio(k, n), "ci_low": low, "ci_high": high}
-        | {"n_items": _ints(items, keys), "errors": _ints(errors, keys)}
+        {by: keys, "n": n, "successes": k, "rate": rate, "ci_low": low, "ci_high": high}
+        | {"n_items": items, "errors": _ints(errors, keys), "n_rows": n}
+        | {"ci_method": np.where(n > items, "wilson over items (design effect)", "wilson")}
     )
+
+
+def item_interval(
+    rate: np.ndarray, var: np.ndarray, n_items: np.ndarray, n_rows: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson interval of a rate averaged over items, at the effective number of draws.
+
+    ``rate``: mean of per-item success rates; ``var``: variance (ddof=1) of those per-item
+    rates. The rate's cluster-robust variance is ``var / n_items``, so the effective size is
+    ``n_eff = rate (1 - rate) n_items / var``, kept within [1, n_rows]: ``n_rows`` when
+    repeats are as good as new items, about ``n_items`` when an item's repeats always agree.
+    With one row per item (or a rate of 0 or 1, or one item) it is plain Wilson on items.
+    Coverage at 30 items x 5 repeats is checked by simulation in tests/test_stats.py.
+    """
+    rate, var = np.asarray(rate, dtype=float), np.asarray(var, dtype=float)
+    items, rows = np.asarray(n_items, dtype=float), np.asarray(n_rows, dtype=float)
+    pq = rate * (1 - rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eff = np.clip(pq * items / var, 1.0, np.maximum(rows, 1.0))
+    plain = (rows <= items) | ~np.isfinite(eff) | (pq <= 0) | (items < 2)
+    n_eff = np.where(plain, items, eff)
+    return _wilson(np.nan_to_num(rate) * n_eff, n_eff, alpha)
 
 
 # --------------------------------------------------------------------------- paired tests
@@ -159,25 +200,35 @@ class PairedResult:
     rate_b: float
     diff: float
     ci_low: float
-    """Paired-bootstrap percentile interval of ``diff`` (items resampled)."""
+    """Two-sided (1 - alpha) interval of ``diff``: Tango's score interval for binary outcomes,
+    a t interval over per-item differences when repeats are averaged (see ``method``)."""
     ci_high: float
     a_only: int
     """Discordant items where a did better (with repeats: higher per-item mean)."""
     b_only: int
     """Discordant items where b did better."""
     p_value: float
-    """Exact two-sided McNemar p-value (binomial on the discordant items, p = 1/2)."""
+    """Two-sided p of the test the interval inverts (McNemar's z with Tango's correction, or
+    the paired t-test), so ``p_value < alpha`` exactly when the interval excludes 0."""
     items_only_a: int = 0
     """Items a answered but b did not, left out of the comparison."""
     items_only_b: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    significant: bool = False
+    """``p_value < alpha``, equivalently: the interval excludes 0 (one rule, not two)."""
+    p_exact: float = float("nan")
+    """Exact two-sided McNemar (sign-test) p on the discordant items, for the record only."""
+    alpha: float = 0.05
+    method: str = ""
+    """How the interval and p-value were computed."""
 
     def __str__(self) -> str:
+        verdict = "significant" if self.significant else "not significant"
         return (
             f"{self.a} vs {self.b}: {self.rate_a:.3f} vs {self.rate_b:.3f}, "
             f"diff {self.diff:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}], "
-            f"McNemar p={self.p_value:.4g} (n_items={self.n_items}, "
-            f"discordant {self.a_only}/{self.b_only})"
+            f"p={self.p_value:.4g}, {verdict} at {self.alpha:g} (n_items={self.n_items}, "
+            f"discordant {self.a_only}/{self.b_only}; {self.method})"
         )
 
 
@@ -216,44 +267,27 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-def _item_matrix(df: pd.DataFrame, by: str) -> pd.DataFrame:
-    """items x groups matrix of per-item success (mean over repeats); NaN = not answered."""
-    df = _check(df, [by, "item_id", "passed"])
-    keys = _keys(df, by)
-    y = _as_float(df["passed"])
-    ok = y.notna()
-    m = y[ok].groupby([df.loc[ok, "item_id"], df.loc[ok, by]], observed=True).mean()
-    mat = m.unstack(by) if len(m) else pd.DataFrame(index=pd.Index([], name="item_id"))
-    return mat.reindex(columns=keys)
+def _t_interval(d: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """(low, high, p) of the mean of per-item differences `d`: t interval and paired t-test."""
+    from scipy.stats import t as student
+
+    n, mean = d.size, float(d.mean())
+    if n < 2:
+        return float("nan"), float("nan"), 1.0
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    if se == 0:  # every item moved by the same amount
+        return mean, mean, 1.0 if mean == 0 else 0.0
+    half = float(student.ppf(1 - alpha / 2, n - 1)) * se
+    return mean - half, mean + half, float(2 * student.sf(abs(mean) / se, n - 1))
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Column means of `values` (items x k) over `n_boot` resamples of the items.
-
-    Resamples are drawn as index arrays and turned into per-item counts with one bincount per
-    chunk, so memory stays near a million cells whatever the number of items.
-    """
-    n = values.shape[0]
-    if n == 0:
-        return np.full((n_boot, values.shape[1]), np.nan)
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_boot, values.shape[1]))
-    chunk = max(1, 1_000_000 // max(n, 1))
-    for start in range(0, n_boot, chunk):
-        rows = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
-        out[start : start + rows] = counts @ values / n
-    return out
+_SCORE = f"Tango score interval (continuity correction {pk.CC}); McNemar z-test"
+_TMEAN = "t interval of the mean per-item difference (items are the unit); paired t-test"
 
 
-def _paired(
-    a: Hashable, b: Hashable, ya: np.ndarray, yb: np.ndarray, alpha: float, boot: np.ndarray | None
-) -> PairedResult:
-    """Compare per-item means `ya`, `yb` (same items, NaN = not answered).
-
-    `boot` holds bootstrap means (n_boot x 2) over the items both answered, None if none.
-    """
+def _paired(a: Hashable, b: Hashable, ya: np.ndarray, yb: np.ndarray, alpha: float) -> PairedResult:
+    """Compare per-item means `ya`, `yb` (same items, NaN = not answered)."""
+    _z(alpha)
     has_a, has_b = ~np.isnan(ya), ~np.isnan(yb)
     both = has_a & has_b
     only_a, only_b = int((has_a & ~has_b).sum()), int((has_b & ~has_a).sum())
@@ -265,21 +299,31 @@ def _paired(
         )
     va, vb = ya[both], yb[both]
     n = va.size
-    if n == 0 or boot is None:
+    if n == 0:
         notes.append("no items in common: nothing to compare")
         nan = float("nan")
         none = (a, b, 0, nan, nan, nan, nan, nan, 0, 0, nan, only_a, only_b)
-        return PairedResult(*none, notes=tuple(notes))
-    if ((va > 0) & (va < 1)).any() or ((vb > 0) & (vb < 1)).any():
+        return PairedResult(*none, notes=tuple(notes), alpha=alpha)
+    a_only, b_only = int((va > vb).sum()), int((vb > va).sum())
+    if _binary(va, vb):
+        lo, hi = (float(v) for v in pk.score_interval(a_only, b_only, n, alpha))
+        p, method = float(pk.score_pvalue(a_only, b_only)), _SCORE
+    else:
         notes.append(
             "repeats averaged per item; discordant = items where one group's mean is higher "
-            "(the sign test, which is McNemar's test when there is one repeat)"
+            "(p_exact is then the sign test)"
         )
-    a_only, b_only = int((va > vb).sum()), int((vb > va).sum())
-    lo, hi = np.quantile(boot[:, 0] - boot[:, 1], [alpha / 2, 1 - alpha / 2])
-    ra, rb, p = float(va.mean()), float(vb.mean()), mcnemar_exact(a_only, b_only)
-    found = (a, b, n, ra, rb, ra - rb, float(lo), float(hi), a_only, b_only, p, only_a, only_b)
-    return PairedResult(*found, notes=tuple(notes))
+        (lo, hi, p), method = _t_interval(va - vb, alpha), _TMEAN
+    ra, rb = float(va.mean()), float(vb.mean())
+    found = (a, b, n, ra, rb, ra - rb, lo, hi, a_only, b_only, p, only_a, only_b)
+    return PairedResult(
+        *found,
+        notes=tuple(notes),
+        significant=bool(p < alpha),
+        p_exact=mcnemar_exact(a_only, b_only),
+        alpha=alpha,
+        method=method,
+    )
 
 
 def paired_comparison(
@@ -293,19 +337,19 @@ def paired_comparison(
 ) -> PairedResult:
     """Compare groups `a` and `b` on the items both answered.
 
-    The interval is a paired bootstrap (items resampled with replacement, ``seed`` fixed) of
-    ``rate_a - rate_b``; the p-value is the exact McNemar test on discordant items. Pairing
-    removes the item-difficulty variance both groups share, which is why it needs far fewer
-    items than comparing two independent rates.
+    Binary outcomes: Tango's score interval of ``rate_a - rate_b`` and the McNemar z-test it
+    inverts (coverage >= 94% from 20 items, where the percentile bootstrap gave 87%). With
+    repeats, per-item means: a t interval and t-test over per-item differences. Either way
+    ``significant`` is ``p_value < alpha``, which is the interval excluding 0. Pairing removes
+    the item-difficulty variance both groups share, so it needs far fewer items than two
+    independent rates. `n_boot` and `seed` are accepted for older calls and unused.
     """
+    del n_boot, seed
     mat = _item_matrix(df, by)
     for name in (a, b):
         if name not in mat.columns:
             raise ValueError(f"{by}={name!r} not in the frame; have {list(mat.columns)}")
-    ya, yb = mat[a].to_numpy(dtype=float), mat[b].to_numpy(dtype=float)
-    both = ~np.isnan(ya) & ~np.isnan(yb)
-    boot = _bootstrap_means(np.column_stack([ya[both], yb[both]]), n_boot, seed)
-    return _paired(a, b, ya, yb, alpha, boot if both.any() else None)
+    return _paired(a, b, mat[a].to_numpy(dtype=float), mat[b].to_numpy(dtype=float), alpha)
 
 
 def pairwise_comparisons(
@@ -316,13 +360,19 @@ def pairwise_comparisons(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """All pairs (or every group vs `baseline`) with Holm-corrected McNemar p-values.
+    """All pairs (or every group vs `baseline`) with Holm-adjusted p-values and intervals.
 
     Columns: ``a, b, n_items, rate_a, rate_b, diff, ci_low, ci_high, a_only, b_only, p,
-    p_holm, significant, items_only_a, items_only_b, notes``. Against a baseline, ``a`` is the
-    challenger and ``b`` the baseline, so a positive ``diff`` is an improvement. Each row
-    equals `paired_comparison` with the same seed (pairs on the same items share the draws).
+    p_holm, significant, items_only_a, items_only_b, notes, ci_low_holm, ci_high_holm,
+    ci_level_holm, p_exact, method``. ``ci_low/ci_high`` and ``p`` are per pair, NOT adjusted
+    (each row equals `paired_comparison`). ``p_holm`` is Holm-adjusted over the rows and
+    ``significant`` is ``p_holm < alpha``; ``ci_*_holm`` are adjusted to match it: each pair's
+    interval at the level of its Holm step (``1 - alpha / (m - rank + 1)``, the step where
+    the step-down stopped for pairs after it), so ``significant`` is exactly "the adjusted
+    interval excludes 0". Against a baseline, ``a`` is the challenger and ``b`` the baseline.
+    `n_boot` and `seed` are accepted for older calls and unused.
     """
+    del n_boot, seed
     mat = _item_matrix(df, by)
     keys = list(mat.columns)
     if baseline is not None:
@@ -332,29 +382,47 @@ def pairwise_comparisons(
     else:
         pairs = [(keys[i], keys[j]) for i in range(len(keys)) for j in range(i + 1, len(keys))]
     values = mat.to_numpy(dtype=float)
-    present = ~np.isnan(values)
-    draws: dict[bytes, tuple[np.ndarray, dict[Hashable, int]]] = {}
     rows: list[dict[str, Any]] = []
     for a, b in pairs:
-        ia, ib = keys.index(a), keys.index(b)
-        mask = present[:, ia] & present[:, ib]
-        boot = None
-        if mask.any():
-            tag = mask.tobytes()
-            if tag not in draws:  # one bootstrap per item set, shared by its pairs
-                full = [i for i in range(len(keys)) if present[mask, i].all()]
-                means = _bootstrap_means(values[np.ix_(mask, full)], n_boot, seed)
-                draws[tag] = (means, {keys[i]: j for j, i in enumerate(full)})
-            means, pos = draws[tag]
-            boot = means[:, [pos[a], pos[b]]]
-        r = asdict(_paired(a, b, values[:, ia], values[:, ib], alpha, boot))
+        r = asdict(_paired(a, b, values[:, keys.index(a)], values[:, keys.index(b)], alpha))
+        r.pop("significant")
         rows.append(r | {"p": r.pop("p_value"), "notes": "; ".join(r["notes"])})
     cols = ["a", "b", "n_items", "rate_a", "rate_b", "diff", "ci_low", "ci_high", "a_only"]
     cols += ["b_only", "p", "p_holm", "significant", "items_only_a", "items_only_b", "notes"]
-    out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant")])
-    out["p_holm"] = holm_adjust(out["p"].to_numpy(dtype=float))
+    cols += ["ci_low_holm", "ci_high_holm", "ci_level_holm", "p_exact", "method"]
+    adjusted = ("p_holm", "significant", "ci_low_holm", "ci_high_holm", "ci_level_holm")
+    out = pd.DataFrame(rows, columns=[c for c in cols if c not in adjusted])
+    p = out["p"].to_numpy(dtype=float)
+    out["p_holm"] = holm_adjust(p)
     out["significant"] = (out["p_holm"] < alpha).to_numpy(dtype=bool)
+    level = _holm_levels(p, alpha)
+    out["ci_level_holm"] = 1 - level
+    low, high = np.full(len(out), np.nan), np.full(len(out), np.nan)
+    for i, (a, b) in enumerate(pairs):
+        if not math.isnan(level[i]):
+            adj = _paired(a, b, values[:, keys.index(a)], values[:, keys.index(b)], level[i])
+            low[i], high[i] = adj.ci_low, adj.ci_high
+    out["ci_low_holm"], out["ci_high_holm"] = low, high
     return out[cols]
+
+
+def _holm_levels(p: np.ndarray, alpha: float) -> np.ndarray:
+    """Per p-value, the alpha of its Holm step: alpha / (m - rank + 1), frozen at the first
+    step that fails, so a test at that level rejects exactly when Holm does."""
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = q.size
+    order = np.argsort(q, kind="stable")
+    levels = np.empty(m)
+    stopped: float | None = None
+    for rank, i in enumerate(order):
+        step = alpha / (m - rank)
+        if stopped is None and not q[i] < step:
+            stopped = step
+        levels[i] = step if stopped is None else stopped
+    out[ok] = levels
+    return out
 
 
 # --------------------------------------------------------------------------- repeats
@@ -387,6 +455,7 @@ def _too_few(n: int, c: int, k: int) -> bool:
 def _per_item(df: pd.DataFrame, by: str) -> pd.DataFrame:
     """One row per (group, item): usable repeats `n` and passes `c`."""
     df = _check(df, [by, "item_id", "passed"])
+    _no_duplicates(df, by)
     y = _as_float(df["passed"])
     ok = y.notna()
     g = y[ok].groupby([df.loc[ok, by], df.loc[ok, "item_id"]], observed=True, sort=False)
@@ -479,6 +548,7 @@ def sample_size(
     power: float = 0.8,
     paired: bool = False,
     discordant: float | None = None,
+    test: str = "score",
 ) -> int:
     """Items needed to detect ``p_a`` vs ``p_b`` with a two-sided test at `alpha` and `power`.
 
@@ -489,14 +559,15 @@ def sample_size(
 
     with ``pbar = (p_a + p_b) / 2`` and ``q = 1 - p``.
 
-    Paired (both variants on the same n items, McNemar; Connor 1987), with ``psi`` the
-    expected share of discordant items and ``d = p_a - p_b``::
-
-        n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - d^2))^2 / d^2
-
-    ``discordant`` defaults to ``p_a q_b + p_b q_a``, the value if the two variants failed
-    independently; real variants fail on the same hard items, so psi is usually smaller and
-    the paired design needs fewer items. Pass a psi measured on a pilot run when you have one.
+    Paired (both variants on the same n items): the smallest n at which the *exact* power of
+    the test the comparison will use reaches `power`, found by enumerating the discordant
+    counts (Connor's 1987 normal formula, about 5% short, only seeds the search). ``test`` is
+    ``"score"`` (what `paired_comparison` decides with) or ``"exact"`` (exact McNemar, the
+    ``p_exact`` field). ``discordant`` is the expected share psi of discordant items; it
+    defaults to ``p_a q_b + p_b q_a``, the value if the two variants failed independently;
+    real variants fail on the same hard items, so psi is usually smaller and the paired
+    design needs fewer items. Pass a psi measured on a pilot run when you have one. Exact
+    power is not monotone in n (a saw-tooth), so a slightly larger n can fall just short.
     """
     for name, p in (("p_a", p_a), ("p_b", p_b)):
         if not 0 <= p <= 1:
@@ -518,8 +589,17 @@ def sample_size(
         raise ValueError(
             f"discordant share must lie in [|p_a - p_b|, 1] = [{abs(d):.3g}, 1], got {psi}"
         )
+    if test not in ("score", "exact"):
+        raise ValueError(f"test must be 'score' or 'exact', got {test!r}")
     num = z_a * math.sqrt(psi) + z_b * math.sqrt(psi - d * d)
-    return math.ceil(num * num / (d * d))
+    seed = math.ceil(num * num / (d * d))
+    q, r = (psi + d) / 2, (psi - d) / 2  # the two discordant cells
+    n = max(1, seed // 2)
+    while pk.power(n, q, r, alpha, test) < power:
+        n += 1
+        if n > 50 * seed + 1000:
+            raise ValueError(f"power {power} is not reached below {n} items")
+    return n
 
 
 # --------------------------------------------------------------------------- cost and latency

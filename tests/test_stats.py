@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
+from labkit import _paired as pk
 from labkit import stats
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning spam on edge cases
@@ -105,29 +107,36 @@ def test_paired_comparison_binary_reference() -> None:
     rng = np.random.default_rng(3)
     a = (rng.random(200) < 0.7).astype(int)
     b = np.where(rng.random(200) < 0.2, 1 - a, a)  # b mostly agrees with a
-    r = stats.paired_comparison(binary_frame(a, b), "A", "B", n_boot=4000, seed=1)
+    r = stats.paired_comparison(binary_frame(a, b), "A", "B")
     a_only, b_only = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
     assert (r.n_items, r.a_only, r.b_only) == (200, a_only, b_only)
     assert r.rate_a == pytest.approx(a.mean()) and r.rate_b == pytest.approx(b.mean())
     assert r.diff == pytest.approx(a.mean() - b.mean())
     table = [[int(((a == 1) & (b == 1)).sum()), a_only], [b_only, int(((a == 0) & (b == 0)).sum())]]
-    assert r.p_value == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-10)
-    # Percentile bootstrap of the mean paired difference: scipy's, up to Monte Carlo error.
-    ref = sps.bootstrap(
-        (a - b,), np.mean, n_resamples=4000, method="percentile", rng=np.random.default_rng(0)
-    ).confidence_interval
-    assert r.ci_low == pytest.approx(ref.low, abs=0.012)
-    assert r.ci_high == pytest.approx(ref.high, abs=0.012)
+    assert r.p_exact == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-10)
+    # The score test is McNemar's chi-square (statsmodels) with a 0.2 continuity correction.
+    chi2 = (abs(a_only - b_only) - 0.2) ** 2 / (a_only + b_only)
+    assert r.p_value == pytest.approx(sps.chi2.sf(chi2, 1), rel=1e-9)
+    # The interval ends are where the corrected Tango statistic equals -+1.96 (inverted test).
+    z = sps.norm.ppf(0.975)
+    for end, target in ((r.ci_low, z), (r.ci_high, -z)):
+        assert float(pk.tango_z(a_only, b_only, 200, end, pk.CC)) == pytest.approx(target, abs=1e-6)
     assert r.ci_low <= r.diff <= r.ci_high
+    assert r.significant == (r.p_value < 0.05) == (not r.ci_low <= 0 <= r.ci_high)
     assert r.notes == ()
-    assert "McNemar" in str(r)
+    assert "significant" in str(r)
 
 
-def test_paired_comparison_is_seeded(frame: pd.DataFrame) -> None:
+def test_tango_statistic_is_mcnemar_at_zero_and_matches_statsmodels() -> None:
+    for b, c in ((7, 2), (30, 41), (1, 0), (12, 12)):
+        chi2 = mcnemar([[5, b], [c, 9]], exact=False, correction=False).statistic
+        assert float(pk.tango_z(b, c, 60, 0.0)) ** 2 == pytest.approx(chi2, rel=1e-12)
+
+
+def test_paired_comparison_is_deterministic(frame: pd.DataFrame) -> None:
     v = list(pd.unique(frame["variant"]))
     one = stats.paired_comparison(frame, v[0], v[3], seed=5)
-    assert one == stats.paired_comparison(frame, v[0], v[3], seed=5)
-    assert one.ci_low != stats.paired_comparison(frame, v[0], v[3], seed=6).ci_low
+    assert one == stats.paired_comparison(frame, v[0], v[3], seed=6)  # no resampling left
 
 
 def test_paired_comparison_averages_repeats_per_item(repeated: pd.DataFrame) -> None:
@@ -138,7 +147,11 @@ def test_paired_comparison_averages_repeats_per_item(repeated: pd.DataFrame) -> 
     assert r.n_items == 30
     assert r.rate_a == pytest.approx(ma.mean()) and r.diff == pytest.approx((ma - mb).mean())
     assert (r.a_only, r.b_only) == (int((ma > mb).sum()), int((mb > ma).sum()))
-    assert r.p_value == pytest.approx(sps.binomtest(r.a_only, r.a_only + r.b_only).pvalue)
+    assert r.p_exact == pytest.approx(sps.binomtest(r.a_only, r.a_only + r.b_only).pvalue)
+    ref = sps.ttest_rel(ma.to_numpy(), mb.to_numpy())  # items are the unit, not rows
+    assert r.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
     assert any("repeats averaged" in note for note in r.notes)
 
 
@@ -167,6 +180,10 @@ def test_pairwise_comparisons_holm_and_consistency(frame: pd.DataFrame) -> None:
     assert len(t) == 6
     assert np.allclose(t["p_holm"], multipletests(t["p"], method="holm")[1])
     assert (t["significant"] == (t["p_holm"] < 0.05)).all()
+    # One rule: significant iff the Holm-adjusted interval excludes 0.
+    outside = (t["ci_low_holm"] > 0) | (t["ci_high_holm"] < 0)
+    assert (t["significant"] == outside).all()
+    assert ((t["ci_high_holm"] - t["ci_low_holm"]) >= (t["ci_high"] - t["ci_low"])).all()
     row = t.iloc[4]
     single = stats.paired_comparison(frame, row["a"], row["b"], n_boot=500)
     assert row["p"] == single.p_value and row["diff"] == pytest.approx(single.diff)
@@ -285,19 +302,49 @@ def test_sample_size_unpaired_matches_statsmodels(p_a: float, p_b: float) -> Non
     assert n == pytest.approx(NormalIndPower().solve_power(h, power=0.8, alpha=0.05), rel=0.1)
 
 
-def test_sample_size_paired_connor_formula() -> None:
+def _power_by_enumeration(n: int, q: float, r: float, reject: Any) -> float:
+    """Power summed over every (b, c) table of n items with the multinomial pmf (scipy)."""
+    b, c = (x.ravel() for x in np.meshgrid(np.arange(n + 1), np.arange(n + 1)))
+    keep = b + c <= n
+    b, c = b[keep], c[keep]
+    pmf = sps.multinomial.pmf(np.column_stack([b, c, n - b - c]), n, [q, r, 1 - q - r])
+    return float(pmf[reject(b, c)].sum())
+
+
+@pytest.mark.parametrize(("p_a", "p_b", "psi"), [(0.8, 0.7, 0.3), (0.9, 0.75, 0.2)])
+@pytest.mark.parametrize("test", ["score", "exact"])
+def test_sample_size_paired_reaches_exact_power(
+    p_a: float, p_b: float, psi: float, test: str
+) -> None:
+    n = stats.sample_size(p_a, p_b, paired=True, discordant=psi, test=test)
+    q, r = (psi + p_a - p_b) / 2, (psi - p_a + p_b) / 2
+
+    def reject(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        if test == "score":  # the decision paired_comparison makes
+            return pk.score_pvalue(b, c) < 0.05
+        m = b + c
+        p = np.minimum(1.0, 2 * sps.binom.cdf(np.minimum(b, c), m, 0.5))
+        return (m > 0) & (p <= 0.05)
+
+    assert _power_by_enumeration(n, q, r, reject) >= 0.8
+    assert _power_by_enumeration(n - 1, q, r, reject) < 0.8
     z_a, z_b = sps.norm.ppf(0.975), sps.norm.ppf(0.8)
-    psi, d = 0.3, 0.1
-    expected = math.ceil((z_a * math.sqrt(psi) + z_b * math.sqrt(psi - d**2)) ** 2 / d**2)
-    assert stats.sample_size(0.8, 0.7, paired=True, discordant=psi) == expected == 234
+    d = p_a - p_b
+    connor = math.ceil((z_a * math.sqrt(psi) + z_b * math.sqrt(psi - d**2)) ** 2 / d**2)
+    if test == "exact":  # the normal formula falls short of the exact test
+        assert n > connor
+        assert _power_by_enumeration(connor, q, r, reject) < 0.8
+
+
+def test_sample_size_paired_errors() -> None:
     independent = stats.sample_size(0.8, 0.7, paired=True)
-    assert independent > expected  # more discordance, more items
-    # Discordance of independent variants: pairing gains (almost) nothing over two groups.
-    assert independent == pytest.approx(stats.sample_size(0.8, 0.7), rel=0.02)
+    assert independent > stats.sample_size(0.8, 0.7, paired=True, discordant=0.3)
     with pytest.raises(ValueError, match="discordant"):
         stats.sample_size(0.8, 0.7, paired=True, discordant=0.05)
     with pytest.raises(ValueError, match="no difference"):
         stats.sample_size(0.5, 0.5)
+    with pytest.raises(ValueError, match="test"):
+        stats.sample_size(0.8, 0.7, paired=True, test="wald")
 
 
 # --------------------------------------------------------------------------- cost, latency, repairs
