@@ -195,6 +195,40 @@ def sample_size_table() -> list[str]:
     return rows
 
 
+def bootstrap_t_table(sims: int = 1000, draws: int = 500) -> list[str]:
+    """Non-binary outcomes (per-item means of 3 repeats): false promotions at the margin."""
+    rows = [
+        "| items | margin | studentised bootstrap (labkit) | percentile bootstrap (old) | t bound |"
+    ]
+    rows.append("|---|---|---|---|---|")
+    rng = np.random.default_rng(5)
+    reps = 3
+    for n in (30, 50, 100):
+        for margin in (0.05, 0.10):
+            p = rng.uniform(0.35, 0.95, (sims, n))
+            d = (rng.binomial(reps, p - margin) - rng.binomial(reps, p)) / reps
+            mean, sd = d.mean(1), d.std(1, ddof=1)
+            se = sd / math.sqrt(n)
+            t_lo, pct_lo = np.empty(sims), np.empty(sims)
+            for start in range(0, sims, 50):
+                dd = d[start : start + 50]
+                idx = rng.integers(0, n, (dd.shape[0], draws, n))
+                boot = np.take_along_axis(dd[:, None, :], idx, axis=2)
+                m1, s1 = boot.mean(2), boot.std(2, ddof=1) / math.sqrt(n)
+                m0, s0 = mean[start : start + 50, None], se[start : start + 50, None]
+                t = np.where(s1 > 0, (m1 - m0) / np.where(s1 > 0, s1, 1), np.nan)
+                t_lo[start : start + 50] = (
+                    m0[:, 0] - np.nanquantile(t, 1 - ALPHA, axis=1) * s0[:, 0]
+                )
+                pct_lo[start : start + 50] = np.quantile(m1, ALPHA, axis=1)
+            from scipy.stats import t as student
+
+            tb = mean - student.ppf(1 - ALPHA, n - 1) * se
+            cells = [f"{100 * np.mean(lo > -margin):.1f}%" for lo in (t_lo, pct_lo, tb)]
+            rows.append(f"| {n} | {margin:g} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--boot", type=int, default=500, help="bootstrap resamples per table")
@@ -208,6 +242,11 @@ def main() -> None:
         ("Paired 95% interval coverage over rates x correlations", coverage_table(args.boot)),
         ("Success-rate 95% interval coverage with repeats (20,000 seeded runs)", repeats_table()),
         ("Paired sample size for 80% power (two-sided 5%)", sample_size_table()),
+        (
+            "Non-binary outcomes (3 repeats per item): false promotions at the margin, "
+            "nominal 5%, 1,000 seeded runs (Monte Carlo error about 0.7 points)",
+            bootstrap_t_table(),
+        ),
     ]
     for title, rows in sections:
         print(f"\n### {title}\n")

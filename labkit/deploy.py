@@ -9,7 +9,7 @@ that failed to parse, or whose confidence is below `review_below`, is flagged fo
 call path, cached, no fallbacks standing in), scores both with the config's evaluators, and
 compares them item by item with `labkit.stats.noninferiority`: an exact unconditional test
 ordered by Tango's score, whose false-promotion rate is <= alpha at every suite size (the
-percentile bootstrap it replaces promoted 6-9% of truly worse candidates at 50 items). The
+percentile bootstrap it replaces promoted up to 10% of truly worse candidates at 50 items). The
 candidate is promoted only if non-inferior: p <= alpha, i.e. the one-sided (1 - alpha) lower
 bound of (candidate - current) lies above -margin. A promotion is a new version of the file,
 so `labkit.config.rollback` undoes it.

@@ -427,9 +427,13 @@ def test_gate_promotes_a_better_candidate(current_bad: Path, client: Client) -> 
 def test_gate_promotes_an_equal_candidate_within_the_margin(
     current_good: Path, client: Client
 ) -> None:
-    v = gate(current_good, "fake/good-2025-01-01", client=client)
-    assert v.decision == "promote" and v.diff == 0 and v.ci_low == 0 and not v.disagreements
-    assert read_config(current_good).model == "fake/good-2025-01-01"
+    # 12 agreeing items cannot rule out a 5-point loss (the old bootstrap collapsed to [0, 0]
+    # here and always promoted); they do rule out a 25-point one.
+    v = gate(current_good, "fake/good-2025-01-01", client=client, margin=0.05, promote=False)
+    assert v.decision == "keep" and v.diff == 0 and v.ci_low < -0.05 and not v.disagreements
+    v = gate(current_good, "fake/good-2025-01-01", client=client, margin=0.25)
+    assert v.decision == "promote" and -0.25 < v.ci_low < 0 and v.p_value <= v.alpha
+    assert "exact" in v.method and read_config(current_good).model == "fake/good-2025-01-01"
 
 
 def test_gate_keeps_the_current_model_against_a_worse_candidate(

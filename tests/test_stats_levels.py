@@ -113,13 +113,15 @@ def test_noninferiority_no_discordant_items_is_not_an_automatic_promotion() -> N
 
 
 def test_noninferiority_bootstrap_for_repeats_and_minimum_items() -> None:
-    df = make_results(n_items=40, repeats=3, seed=5, skills=(0.5, 0.5, 0.6, 1.5))
+    df = make_results(n_items=60, repeats=3, seed=5, skills=(0.5, 0.5, 0.6, 1.5))
     v = list(pd.unique(df["variant"]))
     r = stats.noninferiority(df, v[3], v[0], 0.1)
-    assert "bootstrap" in r.method and r.n == 40 and r.promote
+    assert "bootstrap" in r.method and r.n == 60 and r.promote
     assert r.interval[0] <= r.estimate <= r.interval[1]
-    small = df[df["item_id"].isin(df["item_id"].unique()[:12])]
-    with pytest.raises(InputError, match="at least 30"):
+    assert r.p_value < 0.05 and r.interval[0] > -0.1
+    assert not stats.noninferiority(df, v[0], v[3], 0.1).promote
+    small = df[df["item_id"].isin(df["item_id"].unique()[:40])]
+    with pytest.raises(InputError, match="at least 50"):
         stats.noninferiority(small, v[3], v[0], 0.1)
     with pytest.raises(InputError, match="margin"):
         stats.noninferiority(df, v[3], v[0], 1.5)
