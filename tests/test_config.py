@@ -152,6 +152,9 @@ def test_export_writes_everything_production_needs(results: Results, tmp_path: P
     assert ev.dataset_fingerprint == results.experiment.dataset.fingerprint  # type: ignore[union-attr]
     assert ev.run_id == results.meta["run_id"] and ev.labkit_version
     assert {c["variant"] for c in ev.compared_to} == set(results.variants) - {cfg.name}
+    # three comparisons: Holm-adjusted p and intervals beside the unadjusted ones, labelled
+    assert all(c["p_holm"] >= c["p_value"] and "Holm" in c["intervals"] for c in ev.compared_to)
+    assert all(c["ci_low_holm"] <= c["ci_low"] <= c["diff"] for c in ev.compared_to)
     # confidences 0.9 on all-correct answers: the threshold accepts them all
     assert cfg.confidence.review_below == 0.9 and cfg.confidence.expected_coverage == 1.0
     assert yaml.safe_load(text)["schema"] == cfg.output_schema
