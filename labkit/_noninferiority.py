@@ -83,7 +83,7 @@ def noninferiority(
     H0: rate_candidate - rate_current <= -margin. Binary outcomes (one pass/fail per item):
     the exact unconditional test ordered by Tango's (1998) score statistic, whose p-value is
     the supremum of the tail over the nuisance discordance rate, so its size is <= alpha at
-    every n (asymptotic Tango reaches 5.7% by exact enumeration; the table is in
+    every n (asymptotic Tango reaches 5.4% by exact enumeration; the table is in
     bench/bench_stats.py). The interval inverts the same test. Per-item means (repeats) or a
     continuous `metric` (e.g. ``"score"``): a studentised bootstrap over items (seeded), which
     needs at least `MIN_BOOTSTRAP_ITEMS` items and otherwise raises.
