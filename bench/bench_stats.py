@@ -93,9 +93,10 @@ def wald(b: np.ndarray, c: np.ndarray, n: int, z: float) -> tuple[np.ndarray, np
 
 def ni_table(draws: int) -> list[str]:
     rows = [
-        "| n | margin | exact Tango (labkit) | asymptotic Tango | Wald | percentile bootstrap (old gate) |"
+        "| n | margin | exact Tango (labkit) | asymptotic Tango | Wald | percentile bootstrap "
+        "(old gate) | power at diff 0, psi 0.2: exact / asymptotic |"
     ]
-    rows.append("|---|---|---|---|---|---|")
+    rows.append("|---|---|---|---|---|---|---|")
     z1 = norm.ppf(1 - ALPHA)
     for margin in (0.05, 0.10):
         for n in (10, 30, 50, 200):
@@ -116,6 +117,9 @@ def ni_table(draws: int) -> list[str]:
                     size.append(pmf(b[reject], c[reject], n, r - margin, r).sum())
                 i = int(np.argmax(size))
                 cells.append(f"{100 * size[i]:.2f}% (psi {psis[i]:g})")
+            w = pmf(b, c, n, 0.1, 0.1)
+            power = [100 * w[rules[k]].sum() for k in ("exact", "tango")]
+            cells.append(f"{power[0]:.1f}% / {power[1]:.1f}%")
             rows.append(f"| {n} | {margin:g} | " + " | ".join(cells) + " |")
     return rows
 

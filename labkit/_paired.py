@@ -15,7 +15,7 @@ sample and ``q - r`` in the population (``q``, ``r`` the two discordant cell pro
   tail probability on the boundary ``delta = d0``. Asymptotic Tango reaches 5.1-5.4% false
   promotions at n = 10-200 (5.7% at n = 200, margin 0.1, when the candidate never wins an
   item alone) by exact enumeration; the supremum makes the size <= alpha by construction,
-  at a power cost of 1-4 points (measured at delta = 0, n = 30-200).
+  at a power cost of 0-4 points (measured at delta = 0, n = 10-200).
 * Exact power by enumeration (`power`), for `labkit.stats.sample_size`.
 
 numpy/scipy only (scipy's regularised incomplete beta gives binomial tails without a loop).
