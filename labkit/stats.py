@@ -102,6 +102,7 @@ __all__ = [
     "cost_summary",
     "coverage_curve",
     "holm_adjust",
+    "item_interval",
     "latency_summary",
     "mcnemar_exact",
     "noninferiority",
