@@ -53,15 +53,22 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from itertools import accumulate
-from operator import sub as _minus
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
 from .instructions import json_instructions, response_format
+from .repair import (
+    DECODER,
+    MAX_DEPTH,
+    MAX_LENIENT,
+    MAX_SPAN,
+    _repair,
+    _Span,
+    _span_end,
+    _too_deep,
+)
 from .schema import (
     Guide,
     Log,
@@ -75,6 +82,10 @@ from .schema import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_LENIENT",
+    "MAX_SPAN",
+    "MAX_TEXT",
     "Parsed",
     "Repair",
     "SchemaLike",
@@ -86,13 +97,6 @@ __all__ = [
 
 MAX_TEXT = 1_000_000
 """Replies longer than this (characters) only get the strict stage."""
-MAX_SPAN = 200_000
-"""Largest JSON-looking span the repair stage looks at (cut-off replies are closed up to this)."""
-MAX_LENIENT = 64_000
-"""Largest span handed to json_repair, which is pure Python (~1-5 µs a character): this cap is
-what keeps the lenient stage well under a second."""
-MAX_DEPTH = 64
-"""Deepest nesting the repair stage accepts (json_repair recurses once per level)."""
 MAX_SPANS = 32
 """Most candidate objects/arrays collected from one reply."""
 
@@ -166,11 +170,7 @@ def _strict(value: Any) -> Parsed:
     })  # fmt: skip
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = DECODER
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 _MULTI = ("first", "last", "merge")
 
@@ -202,93 +202,10 @@ def parse(
 
 # ---------------------------------------------------------------------------- scanning
 
+_FENCE = re.compile(r"```(?:[ \t]*[\w+.-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
 _JSONISH = re.compile(
     r"""\{\s*(?:["'}“/#]|[A-Za-z_$][\w$-]*\s*:)|\[\s*(?:[\[{"'“\]\d.-]|true|false|null)"""
 )
-_FENCE = re.compile(r"```(?:[ \t]*[\w+.-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
-_TOKEN = re.compile(r""""(?:[^"\\]|\\.)*+(")?|[{}\[\]']|//|/\*""", re.S)
-_SQ_END = re.compile(r"(?:[^'\\\n]|\\.)*'", re.S)
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-@dataclass
-class _Span:
-    """One JSON object/array candidate found in a segment of the reply."""
-
-    start: int
-    end: int
-    fenced: bool
-    value: Any = None
-    strict: bool = True
-    truncated: bool = False
-    text: str = ""
-    log: Log = field(default_factory=Log)
-    raw_flagged: set[str] = field(default_factory=set)
-    stack: list[str] = field(default_factory=list)
-    """For a cut-off span: the brackets still open at its end."""
-    open_at: int = -1
-    """For a cut-off span: where its unterminated string starts (relative to the span)."""
-    several: bool = False
-    """The repaired span held several objects (its value is their list)."""
-
-
-def _too_deep(s: str, limit: int) -> bool:
-    """Nesting deeper than `limit`, found without recursion or a per-character Python loop:
-    strings are cut out, then depth = prefix sum - its running minimum, all in C."""
-    if s.count("[") + s.count("{") <= limit:
-        return False
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", s))
-    sums = list(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
-    floors = accumulate(sums, min, initial=0)
-    next(floors)
-    return max(map(_minus, sums, floors), default=0) > limit
-
-
-def _prev_char(s: str, j: int) -> str:
-    """The last non-space character before `j` ('' at the start)."""
-    j -= 1
-    while j >= 0 and s[j].isspace():
-        j -= 1
-    return s[j] if j >= 0 else ""
-
-
-def _span_end(s: str, i: int) -> tuple[int, list[str], int]:
-    """End of the bracketed span at `i`, quote- and comment-aware; (-1, stack, open_string_at)
-    when the text ends first (a cut-off reply). A single quote opens a string only where a value
-    or key may start, so apostrophes in unquoted text do not derail the scan."""
-    stack: list[str] = []
-    pos = i
-    while True:
-        m = _TOKEN.search(s, pos)
-        if m is None:
-            return -1, stack, -1
-        c, j, pos = m.group(), m.start(), m.end()
-        if c[0] == '"':
-            if m.group(1) is None:
-                return -1, stack, j
-        elif c in "{[":
-            stack.append(c)
-        elif c in "}]":
-            opener = "{" if c == "}" else "["
-            if opener in stack:  # pop down to its opener; a stray closer is ignored
-                del stack[len(stack) - 1 - stack[::-1].index(opener) :]
-            if not stack:
-                return pos, [], -1
-        elif c == "'":
-            if _prev_char(s, j) not in ("{", "[", ",", ":"):
-                continue
-            end = _SQ_END.match(s, pos)
-            if end is None:
-                return -1, stack, j
-            pos = end.end()
-        elif c == "//":
-            nl = s.find("\n", j)
-            pos = len(s) if nl < 0 else nl
-        else:
-            close = s.find("*/", j + 2)
-            pos = len(s) if close < 0 else close + 2
 
 
 def _decode_at(s: str, i: int) -> tuple[Any, int, int]:
@@ -345,128 +262,6 @@ def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
         )  # fmt: skip
         pos = stop
     return spans
-
-
-# ---------------------------------------------------------------------------- repair
-
-_TRAILING_COMMA = re.compile(r",\s*[}\]]")
-_SINGLE_QUOTES = re.compile(r"""[{\[,:]\s*'""")
-_COMMENTS = re.compile(r"(?m)(?:^|[\s,{\[])(?://|/\*|#)")
-_PY_LITERALS = re.compile(r"[:\[,]\s*(?:True|False|None)\b")
-_BARE_KEYS = re.compile(r"[{,]\s*[A-Za-z_$][\w$]*\s*:")
-_NO_COMMA = re.compile(r"""(?:["\d\]}]|true|false|null)\s+"[^"\n]*"\s*:""")
-_BARE_VALUES = re.compile(r""":\s*(?!(?:true|false|null)\b)[A-Za-z][\w .-]*\s*[,}\n]""")
-_DANGLING_KEY = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z_$][\w$]*)\s*:?\s*$""")
-
-
-def _diagnose(piece: str) -> list[str]:
-    """Name the usual syntax faults, for the log (json_repair does not always say)."""
-    found = [
-        ("trailing comma", _TRAILING_COMMA),
-        ("single-quoted strings", _SINGLE_QUOTES),
-        ("comments", _COMMENTS),
-        ("Python literals (True/False/None)", _PY_LITERALS),
-        ("unquoted keys", _BARE_KEYS),
-        ("missing commas", _NO_COMMA),
-        ("unquoted values", _BARE_VALUES),
-    ]
-    return [name for name, rx in found if rx.search(piece)]
-
-
-def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
-    """Close a cut-off span: (closed text, what was done, was the cut inside a value?).
-
-    `stack` and `open_at` are `_span_end`'s state at the end of the text."""
-    did: list[str] = []
-    t = piece
-    in_value = False
-    if open_at >= 0:
-        before = piece[:open_at].rstrip()
-        if stack and stack[-1] == "{" and before[-1:] in ("{", ","):
-            t = before
-            did.append("dropped the cut-off key")
-        else:
-            t = piece + piece[open_at]
-            did.append("closed the open string")
-            in_value = True
-    t = t.rstrip()
-    if stack and stack[-1] == "{" and t.endswith(":"):
-        t = _DANGLING_KEY.sub("", t).rstrip()
-        did.append("dropped the key with no value")
-    elif stack and stack[-1] == "{" and not in_value:
-        m = _DANGLING_KEY.search(t)
-        if m and m.group().rstrip()[-1:] != ":" and t[: m.start()].rstrip()[-1:] in ("{", ","):
-            t = t[: m.start()].rstrip()
-            did.append("dropped the key with no value")
-    if t.endswith(","):
-        t = t[:-1].rstrip()
-        did.append("dropped a trailing comma")
-    if not in_value and not did:
-        in_value = bool(t) and (t[-1].isalnum() or t[-1] in ".-+")
-    if len(stack) > 1:
-        in_value = True
-    closers = "".join("}" if c == "{" else "]" for c in reversed(stack))
-    did.append(f"closed {len(closers)} bracket(s)")
-    return t + closers, ", ".join(did), in_value
-
-
-def _repair(span: _Span) -> None:
-    """Turn a JSON-looking span into a value, logging each step in `span.log`."""
-    piece, log = span.text, span.log
-    if len(piece) > MAX_SPAN:
-        log.errors.append(f"a {len(piece):,}-character JSON candidate is over the repair limit")
-        return
-    if _too_deep(piece, MAX_DEPTH):
-        log.errors.append(f"JSON nested deeper than {MAX_DEPTH} levels; not repaired")
-        return
-    text, did, cut_in_value = piece, "", False
-    if '"' not in piece and "“" in piece:
-        text = piece.replace("“", '"').replace("”", '"')
-        log.add("lenient_repair", "curly quotes “ ” used as JSON quotes were straightened")
-    if span.truncated:
-        state = (span.stack, span.open_at) if text is piece else _span_end(text, 0)[1:]
-        text, did, cut_in_value = _close(text, *state)
-        try:
-            value = _DECODER.decode(text)
-        except (ValueError, RecursionError):
-            value = None
-        else:
-            _truncated(span, value, did, cut_in_value)
-            return
-    if len(text) > MAX_LENIENT:
-        log.errors.append(f"a {len(text):,}-character JSON candidate is over the json_repair limit")
-        return
-    try:
-        import json_repair
-
-        value = json_repair.repair_json(text, return_objects=True, skip_json_loads=True)
-    except (ValueError, RecursionError, TypeError, IndexError) as exc:
-        log.errors.append(f"json_repair could not repair the JSON: {exc}")
-        return
-    kind = dict if piece.startswith("{") else list
-    several = kind is dict and isinstance(value, list) and all(isinstance(v, dict) for v in value)
-    if several and value:
-        span.several = True  # json_repair read several objects from this span
-    elif not isinstance(value, kind):
-        log.errors.append(
-            f"json_repair did not recover a JSON {'object' if kind is dict else 'array'}"
-        )
-        return
-    if span.truncated:
-        _truncated(span, value, did + "; json_repair did the rest", cut_in_value)
-    faults = _diagnose(text)
-    log.add("lenient_repair", "json_repair fixed: " + ("; ".join(faults) or "the syntax"))
-    span.value, span.strict = value, False
-
-
-def _truncated(span: _Span, value: Any, did: str, cut_in_value: bool) -> None:
-    where = "after a complete value"
-    if cut_in_value and isinstance(value, dict) and value:
-        last = next(reversed(value))
-        span.raw_flagged.add(last)
-        where = f"inside the value of {last!r}, which may be incomplete"
-    span.log.add("truncated", f"reply was cut off {where}; {did}")
-    span.value, span.strict = value, False
 
 
 # ---------------------------------------------------------------------------- prose extraction
