@@ -128,6 +128,9 @@ _BARE_VALUES = re.compile(r""":\s*(?!(?:true|false|null)\b)[A-Za-z][\w .-]*\s*[,
 _DANGLING_KEY = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z_$][\w$]*)\s*:?\s*$""")
 
 
+_CUT_LITERAL = re.compile(r"[:\[,]\s*(t|tr|tru|f|fa|fal|fals|n|nu|nul)$")
+
+
 def _diagnose(piece: str) -> list[str]:
     """Name the usual syntax faults, for the log (json_repair does not always say)."""
     found = [
@@ -159,6 +162,12 @@ def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
             did.append("closed the open string")
             in_value = True
     t = t.rstrip()
+    lit = _CUT_LITERAL.search(t) if open_at < 0 else None
+    if lit:
+        word = next(w for w in ("true", "false", "null") if w.startswith(lit.group(1)))
+        t = t[: lit.start(1)] + word
+        did.append(f"completed the cut-off {lit.group(1)!r} as {word}")
+        in_value = True
     if stack and stack[-1] == "{" and t.endswith(":"):
         t = _DANGLING_KEY.sub("", t).rstrip()
         did.append("dropped the key with no value")
@@ -179,8 +188,162 @@ def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
     return t + closers, ", ".join(did), in_value
 
 
+# ---------------------------------------------------------------------------- no-guess repair
+
+_RELAX = re.compile(
+    r"""(?P<dq>"(?:[^"\\]|\\.)*")|(?P<sq>'(?:[^'\\\n]|\\.)*')|(?P<com>//[^\n]*|/\*.*?\*/|\#[^\n]*)
+    |(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.]))|(?P<word>[A-Za-z_$][\w$]*)
+    |(?P<punct>[{}\[\]:,])|(?P<ws>\s+)""",
+    re.S | re.X,
+)
+_SQ_INNER = re.compile(r'\\(.)|"', re.S)
+_PY = {"True": "true", "False": "false", "None": "null"}
+_COLON_NEXT = re.compile(r"\s*:")
+
+
+def _sq_to_dq(m: re.Match[str]) -> str:
+    esc = m.group(1)
+    return '\\"' if esc is None else ("'" if esc == "'" else "\\" + esc)
+
+
+def relax(text: str) -> tuple[Any, list[str]] | None:
+    """Decode `text` after fixes that change no value: single quotes, Python literals, comments,
+    unquoted keys, trailing commas, raw control characters in strings. (value, faults fixed),
+    or None when anything else is wrong (then only a guess could repair it)."""
+    out: list[str] = []
+    faults: dict[str, None] = {}
+    last = -1  # index in `out` of the last significant token
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _RELAX.match(text, pos)
+        if m is None:
+            return None
+        kind, tok, pos = m.lastgroup, m.group(), m.end()
+        if kind == "ws":
+            out.append(tok)
+            continue
+        if kind == "com":
+            faults["comments"] = None
+            continue
+        if kind == "sq":
+            tok = '"' + _SQ_INNER.sub(_sq_to_dq, tok[1:-1]) + '"'
+            faults["single-quoted strings"] = None
+        elif kind == "word" and tok not in ("true", "false", "null"):
+            if tok in _PY:
+                tok = _PY[tok]
+                faults["Python literals (True/False/None)"] = None
+            elif _COLON_NEXT.match(text, pos) and out[last:][:1] in (["{"], [","]):
+                tok = json.dumps(tok)
+                faults["unquoted keys"] = None
+            else:
+                return None
+        elif tok in "}]" and last >= 0 and out[last] == ",":
+            out[last] = ""
+            faults["trailing comma"] = None
+        out.append(tok)
+        last = len(out) - 1
+    fixed = "".join(out)
+    try:
+        return DECODER.decode(fixed), list(faults)
+    except RecursionError:
+        return None
+    except ValueError:
+        pass
+    try:
+        value = _LAX.decode(fixed)
+    except (ValueError, RecursionError):
+        return None
+    if _control_in_key(value):
+        return None
+    return value, [*faults, "raw control characters in strings (kept as written)"]
+
+
+def _control_in_key(v: Any) -> bool:
+    """A key holding a raw newline or tab: more likely a typing slip than a chosen key."""
+    if isinstance(v, dict):
+        return any(not k.isprintable() or _control_in_key(x) for k, x in v.items())
+    return isinstance(v, list) and any(map(_control_in_key, v))
+
+
+_MEMBER = re.compile(
+    r""""(?:[^"\\]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|//[^\n]*|/\*.*?(?:\*/|\Z)|[{}\[\],]""", re.S
+)
+_EMPTY_VALUE = re.compile(r"""\s*(?:"[^"]*"|'[^']*'|[\w$]+)\s*:\s*""")
+
+
+def _members(text: str) -> list[str]:
+    """The top-level members of the object/array `text` starts with, as written (not parsed)."""
+    depth, start, out = 0, 0, []
+    for m in _MEMBER.finditer(text):
+        c = m.group()
+        if c in ("{", "["):
+            depth += 1
+            if depth == 1:
+                start = m.end()
+        elif c in ("}", "]"):
+            depth -= 1
+            if depth <= 0:
+                out.append(text[start : m.start()])
+                return [x for x in out if x.strip()]
+        elif c == "," and depth == 1:
+            out.append(text[start : m.start()])
+            start = m.end()
+    out.append(text[start:])
+    return [x for x in out if x.strip()]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Type-exact equality (1 is not 1.0 or True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+def guessed(text: str, value: Any) -> tuple[list[str], list[str]]:
+    """Which top-level fields of `value` (repaired from `text` by a lenient engine) are not
+    written in `text` as they came out: (guessed fields, fields with no value given).
+
+    A field counts as written when its member, cut from `text` without parsing, decodes by
+    itself with `relax` to exactly that value. Array elements are named `[i]`; `$` means the
+    whole value (not the kind of container `text` starts with)."""
+    chunks = _members(text)
+    if isinstance(value, dict) and text[:1] == "{":
+        written, empty = set(), []
+        for c in chunks:
+            if _EMPTY_VALUE.fullmatch(c):
+                got = relax("{" + c + "null}")
+                if got is not None and isinstance(got[0], dict):
+                    empty += list(got[0])
+                continue
+            got = relax("{" + c + "}")
+            if got is not None and isinstance(got[0], dict) and len(got[0]) == 1:
+                ((k, v),) = got[0].items()
+                if k in value and _same(value[k], v):
+                    written.add(k)
+        guesses = [k for k in value if k not in written]
+        if len(chunks) != len(value) or (
+            value and not written
+        ):  # members merged, split or dropped: the layout is a guess
+            guesses.append("$")
+        return guesses, [k for k in empty if value.get(k) == ""]
+    if isinstance(value, list) and text[:1] == "[":
+        bad = []
+        for i, v in enumerate(value):
+            got = relax("[" + chunks[i] + "]") if i < len(chunks) else None
+            if got is None or not isinstance(got[0], list) or not _same(got[0], [v]):
+                bad.append(f"[{i}]")
+        whole = len(chunks) != len(value) or (value and len(bad) == len(value))
+        return bad + (["$"] if whole else []), []
+    return ["$"], []
+
+
 def _repair(span: _Span) -> None:
-    """Turn a JSON-looking span into a value, logging each step in `span.log`."""
+    """Turn a JSON-looking span into a value, logging each step in `span.log`; every field whose
+    value is a guess goes to `span.raw_flagged` and is named in the log."""
     piece, log = span.text, span.log
     if len(piece) > MAX_SPAN:
         log.errors.append(f"a {len(piece):,}-character JSON candidate is over the repair limit")
@@ -192,15 +355,26 @@ def _repair(span: _Span) -> None:
     if '"' not in piece and "“" in piece:
         text = piece.replace("“", '"').replace("”", '"')
         log.add("lenient_repair", "curly quotes “ ” used as JSON quotes were straightened")
-    if span.truncated:
+    elif "'" not in piece and '"' not in piece and "‘" in piece:
+        text = piece.replace("‘", "'").replace("’", "'")
+        log.add("lenient_repair", "curly quotes ‘ ’ used as JSON quotes were straightened")
+    kind = dict if piece.startswith("{") else list
+    unclosed = span.truncated and _quote_missing(piece, span.open_at)
+    if span.truncated and not unclosed:
         state = (span.stack, span.open_at) if text is piece else _span_end(text, 0)[1:]
         text, did, cut_in_value = _close(text, *state)
-        try:
-            value = DECODER.decode(text)
-        except (ValueError, RecursionError):
-            value = None
-        else:
-            _truncated(span, value, did, cut_in_value)
+        got = relax(text)
+        if got is not None:
+            _truncated(span, got[0], did, cut_in_value)
+            if got[1]:
+                log.add("lenient_repair", "syntax fixed, no value changed: " + "; ".join(got[1]))
+            return
+    elif not span.truncated:
+        got = relax(text)
+        if got is not None and isinstance(got[0], kind):
+            faults = "; ".join(got[1]) or "the syntax"
+            log.add("lenient_repair", f"syntax fixed, no value changed: {faults}")
+            span.value, span.strict = got[0], False
             return
     if len(text) > MAX_LENIENT:
         log.errors.append(f"a {len(text):,}-character JSON candidate is over the json_repair limit")
@@ -212,7 +386,6 @@ def _repair(span: _Span) -> None:
     except (ValueError, RecursionError, TypeError, IndexError) as exc:
         log.errors.append(f"json_repair could not repair the JSON: {exc}")
         return
-    kind = dict if piece.startswith("{") else list
     several = kind is dict and isinstance(value, list) and all(isinstance(v, dict) for v in value)
     if several and value:
         span.several = True  # json_repair read several objects from this span
@@ -221,11 +394,31 @@ def _repair(span: _Span) -> None:
             f"json_repair did not recover a JSON {'object' if kind is dict else 'array'}"
         )
         return
-    if span.truncated:
+    if span.truncated and not unclosed:
         _truncated(span, value, did + "; json_repair did the rest", cut_in_value)
-    faults = _diagnose(text)
-    log.add("lenient_repair", "json_repair fixed: " + ("; ".join(faults) or "the syntax"))
+    log.add("lenient_repair", "json_repair fixed: " + ("; ".join(_diagnose(text)) or "the syntax"))
+    guesses, empty = guessed(text, value) if not span.several else (["$"], [])
+    if unclosed:
+        log.add("lenient_repair", "a string had no closing quote; where it ends is a guess")
+        guesses = [*guesses, "$"]
+    if empty and isinstance(value, dict):
+        value.update(dict.fromkeys(empty))
+        named = ", ".join(map(repr, empty))
+        log.add("lenient_repair", f"no value was written for {named}; set to null")
+    if guesses:
+        span.raw_flagged.update(guesses)
+        guesses = list(dict.fromkeys(guesses))
+        named = ", ".join("the layout" if g == "$" else repr(g) for g in guesses)
+        log.add("lenient_repair", f"guessed, not as written: {named}")
     span.value, span.strict = value, False
+
+
+def _quote_missing(piece: str, open_at: int) -> bool:
+    """An unterminated string whose text ends in a closer (`{"a": "b}`): more likely a missing
+    closing quote than a reply cut off inside the string; json_repair decides where it ends."""
+    if open_at < 0:
+        return False
+    return piece[open_at + 1 :].rstrip().rstrip("`").rstrip()[-1:] in ("}", "]")
 
 
 def _truncated(span: _Span, value: Any, did: str, cut_in_value: bool) -> None:
@@ -234,5 +427,8 @@ def _truncated(span: _Span, value: Any, did: str, cut_in_value: bool) -> None:
         last = next(reversed(value))
         span.raw_flagged.add(last)
         where = f"inside the value of {last!r}, which may be incomplete"
+    elif cut_in_value and isinstance(value, list) and value:
+        span.raw_flagged.add(f"[{len(value) - 1}]")
+        where = "inside the last element, which may be incomplete"
     span.log.add("truncated", f"reply was cut off {where}; {did}")
     span.value, span.strict = value, False

@@ -97,6 +97,8 @@ __all__ = [
 
 MAX_TEXT = 1_000_000
 """Replies longer than this (characters) only get the strict stage."""
+GUESS_DISCOUNT = 0.5
+"""A field whose value is a guess keeps half the confidence the model gave it."""
 MAX_SPANS = 32
 """Most candidate objects/arrays collected from one reply."""
 
@@ -235,26 +237,36 @@ _STARTS = re.compile(r"""\{\s*["}]|\[\s*[\[{"\]\d.tfn-]""")
 _CANDIDATE = re.compile(f"(?={_STARTS.pattern}|{_JSONISH.pattern})")
 
 
+_CONTINUES = re.compile(r"""\s*,\s*(?:"[^"\n]*"|'[^'\n]*')\s*:?\s*\S""")
+"""After a closed object: `, "key": ...` means the object went on (a premature closer)."""
+
+
 def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
-    """Candidates in one segment: decodable values, and JSON-looking spans that are not."""
+    """Candidates in one segment: decodable values, and JSON-looking spans that are not. A
+    segment that starts with `{` or `[` is a candidate there whatever follows (`{2: 2}`)."""
     spans: list[_Span] = []
     pos = 0
+    lead = len(seg) - len(seg.lstrip())
+    first = lead if seg[lead : lead + 1] in ("{", "[") else -1
     while len(spans) < MAX_SPANS and budget[0] > 0:
         m = _CANDIDATE.search(seg, pos)
-        if m is None:
+        forced = pos <= first and (m is None or m.start() > first)
+        if m is None and not forced:
             break
-        i = m.start()
+        i = first if forced else m.start()  # type: ignore[union-attr]
         if _STARTS.match(seg, i):
             value, end, failed_at = _decode_at(seg, i)
-            if end >= 0:
+            if end >= 0 and not _continues(seg, i, end):
                 spans.append(_Span(i, end, fenced, value=value))
                 pos = end
                 continue
-            budget[0] -= failed_at - i + 1
-        if _JSONISH.match(seg, i) is None:
+            budget[0] -= max(failed_at, end) - i + 1
+        if not forced and _JSONISH.match(seg, i) is None:
             pos = i + 1
             continue
         end, stack, open_at = _span_end(seg, i)
+        if end >= 0 and _continues(seg, i, end):
+            end, stack, open_at = max(seg.rfind("}"), seg.rfind("]")) + 1, [], -1
         stop = len(seg) if end < 0 else end
         spans.append(
             _Span(i, stop, fenced, strict=False, truncated=end < 0, text=seg[i:stop],
@@ -262,6 +274,15 @@ def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
         )  # fmt: skip
         pos = stop
     return spans
+
+
+def _continues(seg: str, i: int, end: int) -> bool:
+    """The object closed at `end` goes on with more members and a later closer."""
+    return (
+        seg[i] == "{"
+        and _CONTINUES.match(seg, end) is not None
+        and max(seg.rfind("}"), seg.rfind("]")) >= end
+    )
 
 
 # ---------------------------------------------------------------------------- prose extraction
@@ -377,6 +398,9 @@ class _Run:
         self.multi = multi
         self.log = Log()
         self.raw_flagged: set[str] = set()
+        self.guesses: set[str] = set()
+        """Flagged fields whose value is a guess (not prose read or a coercion): their
+        confidence is discounted."""
         self.want = wants(js)
         self.filtered = ""
 
@@ -442,7 +466,7 @@ class _Run:
     def scan(self, text: str) -> Parsed:
         budget = [4 * len(text) + 10_000]
         spans: list[_Span] = []
-        for m in _FENCE.finditer(text):
+        for m in _FENCE.finditer(text) if not self._fence_in_value(text) else ():
             seg = m.group(1)
             for sp in _scan(seg, True, budget):
                 sp.log.add("fence", "took the JSON from a code fence")
@@ -487,12 +511,27 @@ class _Run:
         what = "no JSON object or array" if not spans else "no usable JSON"
         return self.fail(f"{what} found in the reply ({len(text):,} characters)")
 
+    @staticmethod
+    def _fence_in_value(text: str) -> bool:
+        """The reply is a JSON value from its first character and its first code fence is inside
+        it (in a string value): the value wins over the fence."""
+        at = text.find("```")
+        lead = len(text) - len(text.lstrip())
+        if at < 0 or text[lead : lead + 1] not in ("{", "["):
+            return False
+        end = _span_end(text, lead)[0]
+        return end < 0 or at < end
+
     def _filter(self, spans: list[_Span]) -> list[_Span]:
         """Keep the candidates of the wanted kind; with a schema, those sharing a field with it."""
         if self.want == "object" or (
             self.want is None and any(isinstance(s.value, dict) for s in spans)
         ):
             out = [s for s in spans if isinstance(s.value, dict)]
+            if self.want is None and any(not isinstance(s.value, dict) for s in spans):
+                self.guesses.add("$")  # an array beside the object(s): which was meant?
+                self.raw_flagged.add("$")
+                self.filtered = "ignored JSON arrays beside the object(s)"
             if not out and self.want == "object":
                 out = [
                     _Span(s.start, s.end, s.fenced, value=x, strict=s.strict, log=s.log)
@@ -531,6 +570,7 @@ class _Run:
         for s in {id(s.log): s for s in chosen}.values():  # split spans share one log
             self.log.merge(s.log)
             self.raw_flagged |= s.raw_flagged
+            self.guesses |= s.raw_flagged
         value = chosen[0].value
         if array and len(spans) == 1:
             self.log.add("multi_object", "the reply was a JSON array holding one object; took it")
@@ -547,12 +587,15 @@ class _Run:
                         conflicts.append(k)
                     value[k] = v
             self.raw_flagged.update(conflicts)
+            self.guesses.update(conflicts)
             extra = f"; later values won for {', '.join(map(repr, conflicts))}" if conflicts else ""
             self.log.add("multi_object", f"merged {len(spans)} {where}{extra}")
         elif len(spans) > 1:
             how = "last" if self.multi == "last" else "first"
             note = " (merge needs objects)" if self.multi == "merge" else ""
             self.log.add("multi_object", f"found {len(spans)} {where}; took the {how}{note}")
+            self.raw_flagged.add("$")  # which one was meant is a guess
+            self.guesses.add("$")
         if self.filtered:
             self.log.add("multi_object", self.filtered)
         if array or len(spans) > 1 or self.filtered:
@@ -565,6 +608,8 @@ class _Run:
         log = self.log
         if self.js is not None:
             value = Guide(self.js, log, self.raw_flagged).top(value)
+            if "$" in self.raw_flagged:
+                log.flag("$")
             if (
                 self.model is not None
                 and not log.errors
@@ -585,13 +630,18 @@ class _Run:
     def result(self, value: Any, stage: str) -> Parsed:
         log = self.log
         props = properties(self.js)
-        flagged = [f for f in log.flagged if not props or f in props]
+        flagged = [f for f in log.flagged if not props or f in props or f == "$"]
         if isinstance(value, dict) and self.js is not None:
-            flagged = [f for f in flagged if f in value]
+            flagged = [f for f in flagged if f in value or f == "$"]
+        guesses = self.guesses
+        confidences = {
+            k: c * GUESS_DISCOUNT if k in guesses or "$" in guesses else c
+            for k, c in log.confidences.items()
+        }
         ok = stage != "none" and not log.errors and not log.missing
         repairs = [_construct(Repair, {"step": st, "detail": d}) for st, d in log.repairs]
         return _construct(Parsed, {
             "value": value, "ok": ok, "repairs": repairs, "missing": log.missing,
-            "extras": log.extras, "coerced": log.coerced, "confidences": log.confidences,
+            "extras": log.extras, "coerced": log.coerced, "confidences": confidences,
             "repaired_fields": flagged, "errors": log.errors, "strategy": stage,
         })  # fmt: skip
