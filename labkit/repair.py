@@ -193,9 +193,10 @@ def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
 _RELAX = re.compile(
     r"""(?P<dq>"(?:[^"\\]|\\.)*")|(?P<sq>'(?:[^'\\\n]|\\.)*')|(?P<com>//[^\n]*|/\*.*?\*/|\#[^\n]*)
     |(?P<num>-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.]))|(?P<word>[A-Za-z_$][\w$]*)
-    |(?P<punct>[{}\[\]:,])|(?P<ws>\s+)""",
+    |(?P<punct>[{}\[\]:,])|(?P<ws>\s+)|(?P<dots>\.\.\.|…)|(?P<bad>.)""",
     re.S | re.X,
 )
+ELIDED = "an elided '...' member dropped (the value is incomplete)"
 _SQ_INNER = re.compile(r'\\(.)|"', re.S)
 _PY = {"True": "true", "False": "false", "None": "null"}
 _COLON_NEXT = re.compile(r"\s*:")
@@ -210,21 +211,37 @@ def relax(text: str) -> tuple[Any, list[str]] | None:
     """Decode `text` after fixes that change no value: single quotes, Python literals, comments,
     unquoted keys, trailing commas, raw control characters in strings. (value, faults fixed),
     or None when anything else is wrong (then only a guess could repair it)."""
+    try:
+        return DECODER.decode(text), []
+    except RecursionError:
+        return None
+    except ValueError:
+        if len(text) > MAX_LENIENT:  # the token loop below is Python: bounded like json_repair
+            return None
     out: list[str] = []
     faults: dict[str, None] = {}
     last = -1  # index in `out` of the last significant token
-    pos, n = 0, len(text)
-    while pos < n:
-        m = _RELAX.match(text, pos)
-        if m is None:
-            return None
+    elided = False
+    for m in _RELAX.finditer(text):
         kind, tok, pos = m.lastgroup, m.group(), m.end()
+        if kind == "bad":
+            return None
         if kind == "ws":
             out.append(tok)
             continue
         if kind == "com":
             faults["comments"] = None
             continue
+        if kind == "dots":  # `[1, 2, ...]`: the model elided members; the value is incomplete
+            if out[last:][:1] not in (["{"], ["["], [","]):
+                return None
+            faults[ELIDED] = None
+            elided = True
+            continue
+        if elided and tok == "," and out[last:][:1] in (["{"], ["["], [","]):
+            elided = False
+            continue
+        elided = False
         if kind == "sq":
             tok = '"' + _SQ_INNER.sub(_sq_to_dq, tok[1:-1]) + '"'
             faults["single-quoted strings"] = None
@@ -366,14 +383,12 @@ def _repair(span: _Span) -> None:
         got = relax(text)
         if got is not None:
             _truncated(span, got[0], did, cut_in_value)
-            if got[1]:
-                log.add("lenient_repair", "syntax fixed, no value changed: " + "; ".join(got[1]))
+            _relaxed(span, got[1])
             return
     elif not span.truncated:
         got = relax(text)
         if got is not None and isinstance(got[0], kind):
-            faults = "; ".join(got[1]) or "the syntax"
-            log.add("lenient_repair", f"syntax fixed, no value changed: {faults}")
+            _relaxed(span, got[1] or ["the syntax"])
             span.value, span.strict = got[0], False
             return
     if len(text) > MAX_LENIENT:
@@ -411,6 +426,16 @@ def _repair(span: _Span) -> None:
         named = ", ".join("the layout" if g == "$" else repr(g) for g in guesses)
         log.add("lenient_repair", f"guessed, not as written: {named}")
     span.value, span.strict = value, False
+
+
+def _relaxed(span: _Span, faults: list[str]) -> None:
+    """Log what `relax` fixed; elided members make the whole value a guess (`$`)."""
+    if ELIDED in faults:
+        span.raw_flagged.add("$")
+        span.log.add("lenient_repair", ELIDED)
+        faults = [f for f in faults if f != ELIDED]
+    if faults:
+        span.log.add("lenient_repair", "syntax fixed, no value changed: " + "; ".join(faults))
 
 
 def _quote_missing(piece: str, open_at: int) -> bool:

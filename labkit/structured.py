@@ -13,10 +13,14 @@ Pipeline, strict first (a stage runs only when the ones before it found nothing 
 4. multi      several objects in one reply: `multi="first"|"last"|"merge"` (merge: later
               objects win conflicts, which are flagged). With a schema, objects sharing no field
               with it (an echoed input, an example) are ignored when another one does.
-5. repair     JSON-looking spans that do not decode: a cut-off reply is closed by us (so the log
-              says exactly what was cut; spans up to 200 KB), the rest goes to `json_repair`
-              (spans up to 64 KB: it is pure Python). Nesting deeper than 64 is refused before
-              any recursive code runs; replies over 1 MB get the strict stage only.
+5. repair     JSON-looking spans that do not decode (`labkit.repair`): a cut-off reply is closed
+              by us (so the log says exactly what was cut; spans up to 200 KB); faults that
+              change no value (single quotes, Python literals, comments, bare keys, trailing
+              commas, raw newlines in strings) are fixed without guessing; the rest goes to
+              `json_repair` (spans up to 64 KB: it is pure Python) and each of its top-level
+              values is checked against what the reply wrote: those that differ are guesses,
+              flagged. Nesting deeper than 64 is refused before any recursive code runs;
+              replies over 1 MB get the strict stage only.
 6. schema     (with a schema) keys matched case-insensitively, types coerced (`"34"` -> 34),
               enum case normalised, 0-100 scores and `"87%"` scaled to 0..1 for confidence
               fields, extras dropped, missing required fields reported; see `labkit.schema`.
@@ -29,7 +33,8 @@ Repair steps (`Repair.step`), a fixed vocabulary:
 ``decode`` bytes were not clean UTF-8 / a BOM was dropped; ``fence`` taken from a code fence;
 ``embedded`` prose around the JSON ignored; ``unwrap`` the object was wrapped (`{"result": {...}}`
 or a JSON string holding JSON); ``multi_object`` several objects, one picked or merged;
-``truncated`` the reply was cut off and closed; ``lenient_repair`` syntax fixed by json_repair;
+``truncated`` the reply was cut off and closed; ``lenient_repair`` syntax fixed (by us when no
+value changes, else by json_repair, naming every value it had to guess);
 ``key_case`` a key matched a field case-insensitively; ``drop_extra`` fields not in the schema
 dropped; ``missing`` required fields absent; ``coerce`` a value's type changed; ``enum_case`` an
 enum value's spelling normalised; ``confidence_scale`` a percentage or 0-100 score scaled;
@@ -43,8 +48,13 @@ Confidences: for each schema field `x`, a key `x_confidence` (any case) or an en
 
 Flagged fields (`Parsed.repaired_fields`): a top-level field is flagged when its value is not
 exactly what the model wrote as valid JSON, or was guessed: it was coerced, enum-normalised,
-scaled, matched by key case, read from prose, resolved in a merge conflict, or was the value the
-reply was cut off inside. Syntax-only repairs around it (fences, prose, trailing commas, quotes,
+scaled, matched by key case, read from prose, resolved in a merge conflict, was the value the
+reply was cut off inside, or is a value json_repair produced that the reply does not spell out
+(an unquoted value, a string whose end quote was missing, a value for a key that had none, which
+becomes null). Elements of a top-level array are named `[i]`; `$` flags the whole value: its
+layout was guessed (members merged, split or dropped) or it is one of several values in a row.
+`ok` never rests on an unflagged guess, and a guessed field's confidence is multiplied by
+`GUESS_DISCOUNT`. Syntax-only repairs around it (fences, prose, trailing commas, quotes,
 comments) do not flag it: they change nothing the model said about that field. Reports should
 discount flagged fields (or their confidences); dropped and missing fields are listed separately.
 """

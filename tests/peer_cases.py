@@ -15,7 +15,9 @@ Scoring (shared by tests/test_peer_suites.py and bench/bench_structured.py):
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,28 @@ def unflagged_wrong(parsed: Any, want: Any) -> bool:
         return True
     # a flagged field that differs may be the missing one under another name or shape
     return len(absent) > len(present) and "truncated" not in parsed.repair_steps
+
+
+@functools.cache
+def adversarial_1mb() -> list[str]:
+    """Inputs up to 1 MB built to hurt a parser (deep nesting, unclosed strings, many
+    objects or brackets, random JSON punctuation): parse must return on each."""
+    n = 1_000_000
+    rnd = random.Random(15)
+    texts = [
+        "[" * n,
+        '{"a": ' * (n // 6),
+        '{"a": "' + '\\"' * (n // 2),
+        "{" + '"k": 1, ' * (n // 8),
+        '{"k": 1} ' * (n // 9),
+        "lorem {ipsum} [dolor] sit' amet\" " * (n // 33),
+        "}]" * (n // 2) + '{"a": 1}',
+        "```json\n" * (n // 8),
+        "{'a': '" + "':'" * (n // 3),
+        '{"a": "b}' + " " * (n - 9),
+        "{" + "a: b, " * (n // 6) + "}",
+        "[" + "x, " * (n // 3) + "]",
+        '{"a": [' + '"s", ' * (n // 5),
+        "".join(rnd.choices("{}[]\",:'ab1 \n", k=n)),
+    ]
+    return [t[:n] for t in texts]

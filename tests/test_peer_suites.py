@@ -9,13 +9,11 @@ count on the same unambiguous cases (json_repair runs here, in the same test).""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import random
 from typing import Any
 
 import pytest
-from peer_cases import SUITES, PeerCase, load, unflagged_wrong
+from peer_cases import SUITES, PeerCase, adversarial_1mb, load, unflagged_wrong
 from structured_corpus import same
 
 from labkit.structured import parse
@@ -144,32 +142,9 @@ def test_valid_json_is_never_altered(text: str) -> None:
 # ---------------------------------------------------------------------------- 1 MB inputs
 
 
-@functools.cache
-def _adversarial() -> list[str]:
-    n = 1_000_000
-    rnd = random.Random(15)
-    texts = [
-        "[" * n,
-        '{"a": ' * (n // 6),
-        '{"a": "' + '\\"' * (n // 2),
-        "{" + '"k": 1, ' * (n // 8),
-        '{"k": 1} ' * (n // 9),
-        "lorem {ipsum} [dolor] sit' amet\" " * (n // 33),
-        "}]" * (n // 2) + '{"a": 1}',
-        "```json\n" * (n // 8),
-        "{'a': '" + "':'" * (n // 3),
-        '{"a": "b}' + " " * (n - 9),
-        "{" + "a: b, " * (n // 6) + "}",
-        "[" + "x, " * (n // 3) + "]",
-        '{"a": [' + '"s", ' * (n // 5),
-        "".join(rnd.choices("{}[]\",:'ab1 \n", k=n)),
-    ]
-    return [t[:n] for t in texts]
-
-
-@pytest.mark.parametrize("i", range(len(_adversarial())))
+@pytest.mark.parametrize("i", range(len(adversarial_1mb())))
 def test_one_megabyte_adversarial_inputs_return(i: int) -> None:
-    text = _adversarial()[i]
+    text = adversarial_1mb()[i]
     assert len(text) <= 1_000_000
     p = parse(text)  # must return, not raise or hang (timing lives in bench/)
     assert p.ok == (p.strategy != "none" and not p.errors and not p.missing)

@@ -209,6 +209,8 @@ def _ambiguous(text: str, want: Any) -> str:
     start = text.lstrip()[:1]
     if text in JUDGED:
         return JUDGED[text]
+    if not re.search(r"[\[{(]", text):
+        return "deliberate: no bracket in the reply; labkit does not invent the array"
     if re.search(r"(?:^|\n)\s*\(", text):
         return "deliberate: a Python tuple is not JSON; labkit does not read it as an array"
     if start == "{" and isinstance(want, list) and not _several(text):
