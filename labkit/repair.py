@@ -57,6 +57,9 @@ class _Span:
     """For a cut-off span: where its unterminated string starts (relative to the span)."""
     several: bool = False
     """The repaired span held several objects (its value is their list)."""
+    joined: bool = False
+    """Only whitespace or a comma separates it from the candidate before it (or it is in a
+    later code fence): values in a row, not a value quoted in prose."""
 
 
 def _too_deep(s: str, limit: int) -> bool:

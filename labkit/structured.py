@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -264,6 +265,10 @@ def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
         if m is None and not forced:
             break
         i = first if forced else m.start()  # type: ignore[union-attr]
+        if not forced:
+            outer = _enclosing(seg, pos, i)
+            forced = outer >= 0
+            i = outer if forced else i
         if _STARTS.match(seg, i):
             value, end, failed_at = _decode_at(seg, i)
             if end >= 0 and not _continues(seg, i, end):
@@ -283,7 +288,27 @@ def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
                   stack=stack, open_at=open_at - i if open_at >= 0 else -1)
         )  # fmt: skip
         pos = stop
+    for a, b in pairwise(spans):
+        b.joined = not seg[a.end : b.start].strip().strip(",").strip()
     return spans
+
+
+_INSIDE = re.compile(r"""\s*(?:(?:"[^"\n]*"?|'[^'\n]*'?|[^\s"',:{}\[\]]+"?)\s*[:,]\s*|,\s*)*+""")
+"""What may stand between an unrecognised opener and a value inside it: keys (`1:`, `we!rd:`,
+`a":`), bare words and commas (`[a, [1]]`), a leading comma."""
+
+
+def _enclosing(seg: str, pos: int, i: int) -> int:
+    """The outermost `{`/`[` after `pos` that the candidate at `i` sits inside, when the text
+    between them is keys or bare values (`{1: ["a"], 2: ["b"]}`: the object, not `["a"]`);
+    -1 when there is none. The candidate patterns miss such openers; their inner values must
+    not be taken for the answer."""
+    outer = -1
+    while True:
+        j = max(seg.rfind("{", pos, i), seg.rfind("[", pos, i))
+        if j < 0 or i - j > 2000 or _INSIDE.fullmatch(seg, j + 1, i) is None:
+            return outer
+        outer = i = j
 
 
 def _continues(seg: str, i: int, end: int) -> bool:
@@ -478,7 +503,8 @@ class _Run:
         spans: list[_Span] = []
         for m in _FENCE.finditer(text) if not self._fence_in_value(text) else ():
             seg = m.group(1)
-            for sp in _scan(seg, True, budget):
+            for k, sp in enumerate(_scan(seg, True, budget)):
+                sp.joined = sp.joined or (k == 0 and bool(spans))
                 sp.log.add("fence", "took the JSON from a code fence")
                 if seg[: sp.start].strip() or seg[sp.end :].strip():
                     sp.log.add("embedded", "ignored text around the JSON inside the code fence")
@@ -538,7 +564,11 @@ class _Run:
             self.want is None and any(isinstance(s.value, dict) for s in spans)
         ):
             out = [s for s in spans if isinstance(s.value, dict)]
-            if self.want is None and any(not isinstance(s.value, dict) for s in spans):
+            if (
+                self.want is None
+                and any(not isinstance(s.value, dict) for s in spans)
+                and all(s.joined for s in spans[1:])
+            ):
                 self.guesses.add("$")  # an array beside the object(s): which was meant?
                 self.raw_flagged.add("$")
                 self.filtered = "ignored JSON arrays beside the object(s)"

@@ -83,6 +83,8 @@ CLASSES: list[tuple[str, Any, set[str], bool]] = [
     # numeric and odd bare keys, a leading comma, a missing opening quote
     ('{7: ["p"], 8: ["q"]}', {"7": ["p"], "8": ["q"]}, {"7", "8"}, True),
     ("[c, d]", ["c", "d"], {"[0]", "[1]"}, True),
+    ('Answer: {1: ["a"], 2: ["b"]}', {"1": ["a"], "2": ["b"]}, {"1", "2"}, True),
+    ("Sure: [a, [1, 2]]", ["a", [1, 2]], {"[0]"}, True),
     ('{, "note": "hey"}', {"note": "hey"}, set(), True),
     ('{b":"bar"}', {"b": "bar"}, {"b"}, True),
     # a cut-off literal is completed (and flagged), never kept as a string
@@ -110,6 +112,12 @@ def test_issue_classes(text: str, want: Any, flags: set[str], ok: bool) -> None:
     if flags:
         named = " ".join(r.detail for r in p.repairs)
         assert all(f == "$" or repr(f) in named for f in flags), named
+
+
+def test_prose_around_one_object_flags_nothing() -> None:
+    for text in ('Note [1]: see {"a": 2}', 'Use {name} here. Answer: {"a": [1]}'):
+        p = parse(text)
+        assert p.ok and p.repaired_fields == [] and p.repair_steps == ["embedded"]
 
 
 def test_a_guess_lowers_the_confidence_of_its_field() -> None:
