@@ -74,10 +74,9 @@ def unflagged_wrong(parsed: Any, want: Any) -> bool:
 
 
 @functools.cache
-def adversarial_1mb() -> list[str]:
+def adversarial_1mb(n: int = 1_000_000) -> list[str]:
     """Inputs up to 1 MB built to hurt a parser (deep nesting, unclosed strings, many
     objects or brackets, random JSON punctuation): parse must return on each."""
-    n = 1_000_000
     rnd = random.Random(15)
     texts = [
         "[" * n,
