@@ -143,7 +143,8 @@ class Parsed(BaseModel):
     confidences: dict[str, float] = Field(default_factory=dict)
     """Per-field confidences in 0..1, split out of the reply."""
     repaired_fields: list[str] = Field(default_factory=list)
-    """Top-level fields whose value needed repair or was guessed (see the module doc)."""
+    """Top-level fields whose value needed repair or was guessed (see the module doc); `[i]` is
+    an element of a top-level array, `$` the whole value."""
     errors: list[str] = Field(default_factory=list)
     """Why `ok` is False: validation failures, or why nothing could be recovered."""
     strategy: str = "none"
