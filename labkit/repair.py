@@ -323,12 +323,21 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _as_written(repaired: Any, written: Any) -> Any:
+    """`written` when the engine only trimmed its whitespace (json_repair strips the ends of
+    strings: `"return 1\n"` -> `"return 1"`), else `repaired`."""
+    if isinstance(repaired, str) and isinstance(written, str) and repaired == written.strip():
+        return written
+    return repaired
+
+
 def guessed(text: str, value: Any) -> tuple[list[str], list[str]]:
     """Which top-level fields of `value` (repaired from `text` by a lenient engine) are not
     written in `text` as they came out: (guessed fields, fields with no value given).
 
     A field counts as written when its member, cut from `text` without parsing, decodes by
-    itself with `relax` to exactly that value. Array elements are named `[i]`; `$` means the
+    itself with `relax` to exactly that value (a string the engine trimmed is put back as
+    written). Array elements are named `[i]`; `$` means the
     whole value (not the kind of container `text` starts with)."""
     chunks = _members(text)
     if isinstance(value, dict) and text[:1] == "{":
@@ -342,19 +351,22 @@ def guessed(text: str, value: Any) -> tuple[list[str], list[str]]:
             got = relax("{" + c + "}")
             if got is not None and isinstance(got[0], dict) and len(got[0]) == 1:
                 ((k, v),) = got[0].items()
-                if k in value and _same(value[k], v):
+                if k in value and _same(_as_written(value[k], v), v):
+                    value[k] = v
                     written.add(k)
         guesses = [k for k in value if k not in written]
-        if len(chunks) != len(value) or (
-            value and not written
-        ):  # members merged, split or dropped: the layout is a guess
-            guesses.append("$")
+        if len(chunks) != len(value) or (value and not written):
+            guesses.append("$")  # members merged, split or dropped: the layout is a guess
         return guesses, [k for k in empty if value.get(k) == ""]
     if isinstance(value, list) and text[:1] == "[":
         bad = []
         for i, v in enumerate(value):
             got = relax("[" + chunks[i] + "]") if i < len(chunks) else None
-            if got is None or not isinstance(got[0], list) or not _same(got[0], [v]):
+            if got is None or not isinstance(got[0], list) or len(got[0]) != 1:
+                bad.append(f"[{i}]")
+            elif _same(_as_written(v, got[0][0]), got[0][0]):
+                value[i] = got[0][0]
+            else:
                 bad.append(f"[{i}]")
         whole = len(chunks) != len(value) or (value and len(bad) == len(value))
         return bad + (["$"] if whole else []), []

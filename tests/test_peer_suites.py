@@ -94,6 +94,8 @@ CLASSES: list[tuple[str, Any, set[str], bool]] = [
     # whitespace and newlines inside strings are kept as written
     ('{"code": "return 1\n", "n": 2,}', {"code": "return 1\n", "n": 2}, set(), True),
     ('{"pad": "  a  ", n: 2}', {"pad": "  a  ", "n": 2}, set(), True),
+    # ... also where json_repair had to fix something else (it trims strings): put back
+    ('{"code": "return 1\n", "n": 2 "m": 3}', {"code": "return 1\n", "n": 2, "m": 3}, {"m"}, True),
     # no value written: null, flagged, never an invented ""
     ('{"score": }', {"score": None}, {"score"}, True),
     ('{"a": 1, "score": , "b": 2}', {"a": 1, "score": None, "b": 2}, {"score"}, True),
