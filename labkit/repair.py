@@ -202,6 +202,8 @@ _RELAX = re.compile(
 ELIDED = "an elided '...' member dropped (the value is incomplete)"
 _SQ_INNER = re.compile(r'\\(.)|"', re.S)
 _PY = {"True": "true", "False": "false", "None": "null"}
+_ENDS = {"}", "]", "true", "false", "null"}
+_ENDS_WITH = tuple('"-0123456789')
 _COLON_NEXT = re.compile(r"\s*:")
 
 
@@ -212,7 +214,7 @@ def _sq_to_dq(m: re.Match[str]) -> str:
 
 def relax(text: str) -> tuple[Any, list[str]] | None:
     """Decode `text` after fixes that change no value: single quotes, Python literals, comments,
-    unquoted keys, trailing commas, raw control characters in strings. (value, faults fixed),
+    unquoted keys, trailing or missing commas, raw control characters in strings. (value, faults fixed),
     or None when anything else is wrong (then only a guess could repair it)."""
     try:
         return DECODER.decode(text), []
@@ -245,6 +247,11 @@ def relax(text: str) -> tuple[Any, list[str]] | None:
             elided = False
             continue
         elided = False
+        starts = kind in ("dq", "sq", "num", "word") or tok in ("{", "[")
+        if starts and last >= 0 and (out[last] in _ENDS or out[last][:1] in _ENDS_WITH):
+            out.append(",")  # `{} {}`, `"a" "b"`, `1 "k": 2`: two values with no comma
+            last = len(out) - 1
+            faults["missing commas"] = None
         if kind == "sq":
             tok = '"' + _SQ_INNER.sub(_sq_to_dq, tok[1:-1]) + '"'
             faults["single-quoted strings"] = None

@@ -15,9 +15,9 @@ Pipeline, strict first (a stage runs only when the ones before it found nothing 
               with it (an echoed input, an example) are ignored when another one does.
 5. repair     JSON-looking spans that do not decode (`labkit.repair`): a cut-off reply is closed
               by us (so the log says exactly what was cut; spans up to 200 KB); faults that
-              change no value (single quotes, Python literals, comments, bare keys, trailing
-              commas, raw newlines in strings) are fixed without guessing; the rest goes to
-              `json_repair` (spans up to 64 KB: it is pure Python) and each of its top-level
+              change no value (single quotes, Python literals, comments, bare keys, missing or
+              trailing commas, raw newlines in strings) are fixed without guessing; the rest
+              goes to `json_repair` (spans up to 64 KB: pure Python) and each of its top-level
               values is checked against what the reply wrote: those that differ are guesses,
               flagged. Nesting deeper than 64 is refused before any recursive code runs;
               replies over 1 MB get the strict stage only.

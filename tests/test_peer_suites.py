@@ -95,7 +95,9 @@ CLASSES: list[tuple[str, Any, set[str], bool]] = [
     ('{"code": "return 1\n", "n": 2,}', {"code": "return 1\n", "n": 2}, set(), True),
     ('{"pad": "  a  ", n: 2}', {"pad": "  a  ", "n": 2}, set(), True),
     # ... also where json_repair had to fix something else (it trims strings): put back
-    ('{"code": "return 1\n", "n": 2 "m": 3}', {"code": "return 1\n", "n": 2, "m": 3}, {"m"}, True),
+    ('{"code": "return 1\n", "v": yes}', {"code": "return 1\n", "v": "yes"}, {"v"}, True),
+    # two values with no comma between them: a syntax fix, nothing guessed
+    ('{"a": 1 "b": [{} {}]}', {"a": 1, "b": [{}, {}]}, set(), True),
     # no value written: null, flagged, never an invented ""
     ('{"score": }', {"score": None}, {"score"}, True),
     ('{"a": 1, "score": , "b": 2}', {"a": 1, "score": None, "b": 2}, {"score"}, True),
