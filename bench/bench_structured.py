@@ -14,6 +14,11 @@ timing rounds). Everything is measured in this run, side by side, on the project
 - adversarial: 100 KB inputs built to hurt parsers (deep nesting, unterminated strings, many
   objects, many brackets); labkit must finish each under 1 s. json_repair runs them in a child
   process with a timeout, since nothing bounds its time.
+- peers' suites: the malformed cases of json_repair's and jsonrepair's tests and cases written
+  after dirty-json's (tests/peer_cases.py), per suite on the unambiguous ones: exact rate beside
+  json_repair's, wrong values labkit returned ok with the field unflagged (goal 0), µs per case.
+- LLM-style damage: generated replies with known values (`llm_damage`), labkit vs json_repair.
+- 1 MB adversarial inputs: the test suite's inputs, timed at 1 MB and at 100 KB (scaling).
 """
 
 from __future__ import annotations
