@@ -14,6 +14,11 @@ timing rounds). Everything is measured in this run, side by side, on the project
 - adversarial: 100 KB inputs built to hurt parsers (deep nesting, unterminated strings, many
   objects, many brackets); labkit must finish each under 1 s. json_repair runs them in a child
   process with a timeout, since nothing bounds its time.
+- peers' suites: the malformed cases of json_repair's and jsonrepair's tests and cases written
+  after dirty-json's (tests/peer_cases.py), per suite on the unambiguous ones: exact rate beside
+  json_repair's, wrong values labkit returned ok with the field unflagged (goal 0), µs per case.
+- LLM-style damage: generated replies with known values (`llm_damage`), labkit vs json_repair.
+- 1 MB adversarial inputs: the test suite's inputs, timed at 1 MB and at 100 KB (scaling).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import json_repair
+from peer_cases import SUITES, adversarial_1mb, load, unflagged_wrong
 from structured_corpus import CASES, Case, same
 
 from labkit.structured import parse
@@ -149,6 +155,97 @@ def adversarial() -> list[tuple[str, str]]:
     ]
 
 
+# ---------------------------------------------------------------------------- peers' suites
+
+_WORDS = "alpha beta gamma delta kiwi mango river stone cloud ember".split()
+
+
+def llm_damage(n: int = 240, seed: int = 15) -> list[tuple[str, Any, str]]:
+    """(reply, expected value, damage) for LLM-style damage to valid objects: prose around,
+    fences, trailing commas, Python literals, comments, single quotes, bare keys, a reply cut
+    after a complete member, prose holding brackets. Expected values are known by construction."""
+    rnd = random.Random(seed)
+    kinds = ["prose", "fence", "fence+prose", "trailing comma", "python literals", "comments",
+             "single quotes", "bare keys", "truncated", "prose with brackets"]  # fmt: skip
+    out = []
+    for i in range(n):
+        obj: dict[str, Any] = {
+            "name": " ".join(rnd.sample(_WORDS, 2)),
+            "score": rnd.choice([rnd.randint(0, 100), round(rnd.random(), 2)]),
+            "ok": rnd.random() < 0.5,
+            "tags": rnd.sample(_WORDS, rnd.randint(0, 3)),
+            "note": rnd.choice([None, f"{rnd.choice(_WORDS)} is {rnd.choice(_WORDS)}."]),
+            "nested": {"k": rnd.randint(1, 9), "flag": rnd.random() < 0.5},
+        }
+        kind = kinds[i % len(kinds)]
+        text = json.dumps(obj, indent=rnd.choice([None, 2]))
+        want: Any = obj
+        if kind == "prose":
+            text = f"Sure! Here is the JSON you asked for:\n{text}\nLet me know if you need more."
+        elif kind == "fence":
+            text = f"```json\n{text}\n```"
+        elif kind == "fence+prose":
+            text = f"Here it is:\n```json\n{text}\n```\nThe score reflects the input."
+        elif kind == "trailing comma":
+            text = text[: text.rindex("}")] + ",}"
+        elif kind == "python literals":
+            text = re.sub(r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False",
+                          "null": "None"}[m.group()], text)  # fmt: skip
+        elif kind == "comments":
+            text = text.replace('"score":', '// the score of the model\n"score":', 1)
+        elif kind == "single quotes":
+            text = text.replace('"', "'")
+        elif kind == "prose with brackets":
+            text = f"Fill the {{name}} slot [see 1].\nAnswer: {text}\n(Scores lie in [0, 100].)"
+        elif kind == "bare keys":
+            text = re.sub(r'"(\w+)":', r"\1:", text)
+        else:
+            k = rnd.randint(1, len(obj) - 1)
+            members = [f"{json.dumps(key)}: {json.dumps(v)}" for key, v in list(obj.items())[:k]]
+            text = "{" + ", ".join(members) + ", "
+            want = dict(list(obj.items())[:k])
+        out.append((text, want, kind))
+    return out
+
+
+def peer_rows(rounds: int) -> list[tuple[str, int, int, int, int, int, float, float]]:
+    """Per suite: (name, n, labkit exact, json_repair exact, labkit unflagged wrong,
+    json_repair wrong, labkit µs/case, json_repair µs/case), on the unambiguous cases."""
+    cases = load()
+    rows = []
+    groups = [(s, [c for c in cases if c.suite == s and not c.ambiguous]) for s in SUITES]
+    groups.append(("ambiguous/deliberate", [c for c in cases if c.ambiguous]))
+    for name, group in groups:
+        ours = theirs = silent = wrong = 0
+        t_ours, t_theirs = [], []
+        for c in group:
+            p = parse(c.input)
+            ours += same(p.value, c.expected)
+            silent += unflagged_wrong(p, c.expected)
+            got = run_text(repair_only, c.input)
+            theirs += same(got, c.expected)
+            wrong += got is not None and not same(got, c.expected)
+            t_ours.append(per_call_us(functools.partial(parse, c.input), rounds))
+            t_theirs.append(per_call_us(functools.partial(run_text, repair_only, c.input), rounds))
+        rows.append((name, len(group), ours, theirs, silent, wrong,
+                     statistics.median(t_ours), statistics.median(t_theirs)))  # fmt: skip
+    return rows
+
+
+def timed(text: str) -> float:
+    """Seconds for one parse."""
+    t0 = time.perf_counter()
+    parse(text)
+    return time.perf_counter() - t0
+
+
+def run_text(fn: Callable[[str], Any], text: str) -> Any:
+    try:
+        return fn(text)
+    except Exception:
+        return None
+
+
 def _repair_child(text: str, queue: Any) -> None:
     t0 = time.perf_counter()
     try:
@@ -248,6 +345,40 @@ def main() -> int:
         print(f"  {name:<30} {len(text) // 1000:>5}  {(time.perf_counter() - t0) * 1e3:7.1f} ms  "
               f"{'not ok' if not p.ok else 'ok':<16} {'(not run)':>24}")  # fmt: skip
 
+    print("\npeers' test suites (malformed inputs expecting an object/array; tests/peer_cases.py),")
+    print("unambiguous cases; 'silent wrong' = wrong value with ok=True and the field unflagged")
+    print("(json_repair flags nothing, so every wrong value of its is silent):")
+    print(f"  {'suite':<22} {'n':>4}  {'labkit exact':>13} {'json_repair':>12}  "
+          f"{'labkit silent':>13} {'jr wrong':>8}  {'µs labkit':>9} {'µs jr':>7}")  # fmt: skip
+    rows = peer_rows(max(1, rounds // 3))
+    for name, n, ours, theirs, silent, wrong, us_ours, us_theirs in rows:
+        print(f"  {name:<22} {n:>4}  {ours:>5} {100 * ours / n:5.1f}% {theirs:>5} {100 * theirs / n:5.1f}%"
+              f"  {silent:>13} {wrong:>8}  {us_ours:>9.1f} {us_theirs:>7.1f}")  # fmt: skip
+    damage = llm_damage()
+    d_ours = [same(parse(t).value, w) for t, w, _ in damage]
+    d_theirs = [same(run_text(repair_only, t), w) for t, w, _ in damage]
+    print(
+        f"\nLLM-style damage ({len(damage)} generated replies, bench/bench_structured.py llm_damage):"
+    )
+    print(f"  labkit {pct(d_ours)}   json_repair {pct(d_theirs)}")
+    for kind in dict.fromkeys(k for _, _, k in damage):
+        idx = [i for i, (_, _, k) in enumerate(damage) if k == kind]
+        print(f"    {kind:<16} labkit {sum(d_ours[i] for i in idx):>3}/{len(idx):<3} "
+              f"json_repair {sum(d_theirs[i] for i in idx):>3}/{len(idx)}")  # fmt: skip
+
+    print("\n1 MB adversarial inputs (tests/peer_cases.py adversarial_1mb), labkit, best of 3;")
+    print("the same inputs at 100 KB show how time scales (linear: 10x; 100 KB times under")
+    print("10 ms count as 10 ms, as their ratios are noise):")
+    worst_mb, worst_ratio = 0.0, 0.0
+    for small, text in zip(adversarial_1mb(100_000), adversarial_1mb(), strict=True):
+        t_small = max(min(timed(small) for _ in range(3)), 0.01)
+        t_big = min(timed(text) for _ in range(3))
+        worst_mb, worst_ratio = max(worst_mb, t_big), max(worst_ratio, t_big / t_small)
+        p = parse(text)
+        print(f"  {text[:24]!r:<32} {len(text) // 1000:>5} KB {t_big * 1e3:8.1f} ms  "
+              f"x{t_big / t_small:5.1f} of 100 KB  "
+              f"{'ok' if p.ok else 'not ok'} ({p.strategy})")  # fmt: skip
+
     rate = sum(ok["labkit"]) / len(cases)
     goals = [
         ("labkit exact match >= 97%", rate >= 0.97, f"{100 * rate:.1f}%"),
@@ -255,6 +386,13 @@ def main() -> int:
          f"{sum(ok['labkit'])} vs {sum(ok['json_repair'])}"),
         ("valid JSON <= 1.5x json.loads (no schema)", bare_ratio <= 1.5, f"{bare_ratio:.2f}x"),
         ("100 KB adversarial < 1 s", worst < 1.0, f"worst {worst * 1e3:.0f} ms"),
+        ("1 MB adversarial: no super-linear growth", worst_ratio <= 20,
+         f"worst x{worst_ratio:.1f} of 100 KB (linear 10), {worst_mb * 1e3:.0f} ms"),
+        ("LLM-style damage: labkit >= json_repair", sum(d_ours) >= sum(d_theirs),
+         f"{sum(d_ours)} vs {sum(d_theirs)}"),
+    ] + [(f"{r[0]}: exact >= json_repair, 0 silent", r[2] >= r[3] and r[4] == 0,
+          f"{r[2]} vs {r[3]}, {r[4]} silent") for r in rows[:-1]] + [
+        ("ambiguous/deliberate: 0 silent", rows[-1][4] == 0, f"{rows[-1][4]} silent")
     ]  # fmt: skip
     print("\ngoals:")
     for name, passed, detail in goals:

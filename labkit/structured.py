@@ -13,10 +13,14 @@ Pipeline, strict first (a stage runs only when the ones before it found nothing 
 4. multi      several objects in one reply: `multi="first"|"last"|"merge"` (merge: later
               objects win conflicts, which are flagged). With a schema, objects sharing no field
               with it (an echoed input, an example) are ignored when another one does.
-5. repair     JSON-looking spans that do not decode: a cut-off reply is closed by us (so the log
-              says exactly what was cut; spans up to 200 KB), the rest goes to `json_repair`
-              (spans up to 64 KB: it is pure Python). Nesting deeper than 64 is refused before
-              any recursive code runs; replies over 1 MB get the strict stage only.
+5. repair     JSON-looking spans that do not decode (`labkit.repair`): a cut-off reply is closed
+              by us (so the log says exactly what was cut; spans up to 200 KB); faults that
+              change no value (single quotes, Python literals, comments, bare keys, missing or
+              trailing commas, raw newlines in strings) are fixed without guessing; the rest
+              goes to `json_repair` (spans up to 64 KB: pure Python) and each of its top-level
+              values is checked against what the reply wrote: those that differ are guesses,
+              flagged. Nesting deeper than 64 is refused before any recursive code runs;
+              replies over 1 MB get the strict stage only.
 6. schema     (with a schema) keys matched case-insensitively, types coerced (`"34"` -> 34),
               enum case normalised, 0-100 scores and `"87%"` scaled to 0..1 for confidence
               fields, extras dropped, missing required fields reported; see `labkit.schema`.
@@ -29,7 +33,8 @@ Repair steps (`Repair.step`), a fixed vocabulary:
 ``decode`` bytes were not clean UTF-8 / a BOM was dropped; ``fence`` taken from a code fence;
 ``embedded`` prose around the JSON ignored; ``unwrap`` the object was wrapped (`{"result": {...}}`
 or a JSON string holding JSON); ``multi_object`` several objects, one picked or merged;
-``truncated`` the reply was cut off and closed; ``lenient_repair`` syntax fixed by json_repair;
+``truncated`` the reply was cut off and closed; ``lenient_repair`` syntax fixed (by us when no
+value changes, else by json_repair, naming every value it had to guess);
 ``key_case`` a key matched a field case-insensitively; ``drop_extra`` fields not in the schema
 dropped; ``missing`` required fields absent; ``coerce`` a value's type changed; ``enum_case`` an
 enum value's spelling normalised; ``confidence_scale`` a percentage or 0-100 score scaled;
@@ -43,8 +48,13 @@ Confidences: for each schema field `x`, a key `x_confidence` (any case) or an en
 
 Flagged fields (`Parsed.repaired_fields`): a top-level field is flagged when its value is not
 exactly what the model wrote as valid JSON, or was guessed: it was coerced, enum-normalised,
-scaled, matched by key case, read from prose, resolved in a merge conflict, or was the value the
-reply was cut off inside. Syntax-only repairs around it (fences, prose, trailing commas, quotes,
+scaled, matched by key case, read from prose, resolved in a merge conflict, was the value the
+reply was cut off inside, or is a value json_repair produced that the reply does not spell out
+(an unquoted value, a string whose end quote was missing, a value for a key that had none, which
+becomes null). Elements of a top-level array are named `[i]`; `$` flags the whole value: its
+layout was guessed (members merged, split or dropped) or it is one of several values in a row.
+`ok` never rests on an unflagged guess, and a guessed field's confidence is multiplied by
+`GUESS_DISCOUNT`. Syntax-only repairs around it (fences, prose, trailing commas, quotes,
 comments) do not flag it: they change nothing the model said about that field. Reports should
 discount flagged fields (or their confidences); dropped and missing fields are listed separately.
 """
@@ -53,15 +63,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from itertools import accumulate
-from operator import sub as _minus
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputError
 from .instructions import json_instructions, response_format
+from .repair import (
+    DECODER,
+    MAX_DEPTH,
+    MAX_LENIENT,
+    MAX_SPAN,
+    _repair,
+    _Span,
+    _span_end,
+    _too_deep,
+)
 from .schema import (
     Guide,
     Log,
@@ -75,6 +93,10 @@ from .schema import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_LENIENT",
+    "MAX_SPAN",
+    "MAX_TEXT",
     "Parsed",
     "Repair",
     "SchemaLike",
@@ -86,13 +108,8 @@ __all__ = [
 
 MAX_TEXT = 1_000_000
 """Replies longer than this (characters) only get the strict stage."""
-MAX_SPAN = 200_000
-"""Largest JSON-looking span the repair stage looks at (cut-off replies are closed up to this)."""
-MAX_LENIENT = 64_000
-"""Largest span handed to json_repair, which is pure Python (~1-5 µs a character): this cap is
-what keeps the lenient stage well under a second."""
-MAX_DEPTH = 64
-"""Deepest nesting the repair stage accepts (json_repair recurses once per level)."""
+GUESS_DISCOUNT = 0.5
+"""A field whose value is a guess keeps half the confidence the model gave it."""
 MAX_SPANS = 32
 """Most candidate objects/arrays collected from one reply."""
 
@@ -126,7 +143,8 @@ class Parsed(BaseModel):
     confidences: dict[str, float] = Field(default_factory=dict)
     """Per-field confidences in 0..1, split out of the reply."""
     repaired_fields: list[str] = Field(default_factory=list)
-    """Top-level fields whose value needed repair or was guessed (see the module doc)."""
+    """Top-level fields whose value needed repair or was guessed (see the module doc); `[i]` is
+    an element of a top-level array, `$` the whole value."""
     errors: list[str] = Field(default_factory=list)
     """Why `ok` is False: validation failures, or why nothing could be recovered."""
     strategy: str = "none"
@@ -166,11 +184,7 @@ def _strict(value: Any) -> Parsed:
     })  # fmt: skip
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = DECODER
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 _MULTI = ("first", "last", "merge")
 
@@ -202,93 +216,10 @@ def parse(
 
 # ---------------------------------------------------------------------------- scanning
 
+_FENCE = re.compile(r"```(?:[ \t]*[\w+.-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
 _JSONISH = re.compile(
     r"""\{\s*(?:["'}“/#]|[A-Za-z_$][\w$-]*\s*:)|\[\s*(?:[\[{"'“\]\d.-]|true|false|null)"""
 )
-_FENCE = re.compile(r"```(?:[ \t]*[\w+.-]*[ \t]*\n)?(.*?)(?:```|\Z)", re.S)
-_TOKEN = re.compile(r""""(?:[^"\\]|\\.)*+(")?|[{}\[\]']|//|/\*""", re.S)
-_SQ_END = re.compile(r"(?:[^'\\\n]|\\.)*'", re.S)
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"?', re.S)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-@dataclass
-class _Span:
-    """One JSON object/array candidate found in a segment of the reply."""
-
-    start: int
-    end: int
-    fenced: bool
-    value: Any = None
-    strict: bool = True
-    truncated: bool = False
-    text: str = ""
-    log: Log = field(default_factory=Log)
-    raw_flagged: set[str] = field(default_factory=set)
-    stack: list[str] = field(default_factory=list)
-    """For a cut-off span: the brackets still open at its end."""
-    open_at: int = -1
-    """For a cut-off span: where its unterminated string starts (relative to the span)."""
-    several: bool = False
-    """The repaired span held several objects (its value is their list)."""
-
-
-def _too_deep(s: str, limit: int) -> bool:
-    """Nesting deeper than `limit`, found without recursion or a per-character Python loop:
-    strings are cut out, then depth = prefix sum - its running minimum, all in C."""
-    if s.count("[") + s.count("{") <= limit:
-        return False
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", s))
-    sums = list(accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
-    floors = accumulate(sums, min, initial=0)
-    next(floors)
-    return max(map(_minus, sums, floors), default=0) > limit
-
-
-def _prev_char(s: str, j: int) -> str:
-    """The last non-space character before `j` ('' at the start)."""
-    j -= 1
-    while j >= 0 and s[j].isspace():
-        j -= 1
-    return s[j] if j >= 0 else ""
-
-
-def _span_end(s: str, i: int) -> tuple[int, list[str], int]:
-    """End of the bracketed span at `i`, quote- and comment-aware; (-1, stack, open_string_at)
-    when the text ends first (a cut-off reply). A single quote opens a string only where a value
-    or key may start, so apostrophes in unquoted text do not derail the scan."""
-    stack: list[str] = []
-    pos = i
-    while True:
-        m = _TOKEN.search(s, pos)
-        if m is None:
-            return -1, stack, -1
-        c, j, pos = m.group(), m.start(), m.end()
-        if c[0] == '"':
-            if m.group(1) is None:
-                return -1, stack, j
-        elif c in "{[":
-            stack.append(c)
-        elif c in "}]":
-            opener = "{" if c == "}" else "["
-            if opener in stack:  # pop down to its opener; a stray closer is ignored
-                del stack[len(stack) - 1 - stack[::-1].index(opener) :]
-            if not stack:
-                return pos, [], -1
-        elif c == "'":
-            if _prev_char(s, j) not in ("{", "[", ",", ":"):
-                continue
-            end = _SQ_END.match(s, pos)
-            if end is None:
-                return -1, stack, j
-            pos = end.end()
-        elif c == "//":
-            nl = s.find("\n", j)
-            pos = len(s) if nl < 0 else nl
-        else:
-            close = s.find("*/", j + 2)
-            pos = len(s) if close < 0 else close + 2
 
 
 def _decode_at(s: str, i: int) -> tuple[Any, int, int]:
@@ -318,155 +249,76 @@ _STARTS = re.compile(r"""\{\s*["}]|\[\s*[\[{"\]\d.tfn-]""")
 _CANDIDATE = re.compile(f"(?={_STARTS.pattern}|{_JSONISH.pattern})")
 
 
+_CONTINUES = re.compile(r"""\s*,\s*(?:"[^"\n]*"|'[^'\n]*')\s*:?\s*\S""")
+"""After a closed object: `, "key": ...` means the object went on (a premature closer)."""
+
+
 def _scan(seg: str, fenced: bool, budget: list[int]) -> list[_Span]:
-    """Candidates in one segment: decodable values, and JSON-looking spans that are not."""
+    """Candidates in one segment: decodable values, and JSON-looking spans that are not. A
+    segment that starts with `{` or `[` is a candidate there whatever follows (`{2: 2}`)."""
     spans: list[_Span] = []
     pos = 0
+    lead = len(seg) - len(seg.lstrip())
+    first = lead if seg[lead : lead + 1] in ("{", "[") else -1
     while len(spans) < MAX_SPANS and budget[0] > 0:
         m = _CANDIDATE.search(seg, pos)
-        if m is None:
+        forced = pos <= first and (m is None or m.start() > first)
+        if m is None and not forced:
             break
-        i = m.start()
+        i = first if forced else m.start()  # type: ignore[union-attr]
+        if not forced:
+            outer = _enclosing(seg, pos, i)
+            forced = outer >= 0
+            i = outer if forced else i
         if _STARTS.match(seg, i):
             value, end, failed_at = _decode_at(seg, i)
-            if end >= 0:
+            if end >= 0 and not _continues(seg, i, end):
                 spans.append(_Span(i, end, fenced, value=value))
                 pos = end
                 continue
-            budget[0] -= failed_at - i + 1
-        if _JSONISH.match(seg, i) is None:
+            budget[0] -= max(failed_at, end) - i + 1
+        if not forced and _JSONISH.match(seg, i) is None:
             pos = i + 1
             continue
         end, stack, open_at = _span_end(seg, i)
+        if end >= 0 and _continues(seg, i, end):
+            end, stack, open_at = max(seg.rfind("}"), seg.rfind("]")) + 1, [], -1
         stop = len(seg) if end < 0 else end
         spans.append(
             _Span(i, stop, fenced, strict=False, truncated=end < 0, text=seg[i:stop],
                   stack=stack, open_at=open_at - i if open_at >= 0 else -1)
         )  # fmt: skip
         pos = stop
+    for a, b in pairwise(spans):
+        b.joined = not seg[a.end : b.start].strip().strip(",").strip()
     return spans
 
 
-# ---------------------------------------------------------------------------- repair
-
-_TRAILING_COMMA = re.compile(r",\s*[}\]]")
-_SINGLE_QUOTES = re.compile(r"""[{\[,:]\s*'""")
-_COMMENTS = re.compile(r"(?m)(?:^|[\s,{\[])(?://|/\*|#)")
-_PY_LITERALS = re.compile(r"[:\[,]\s*(?:True|False|None)\b")
-_BARE_KEYS = re.compile(r"[{,]\s*[A-Za-z_$][\w$]*\s*:")
-_NO_COMMA = re.compile(r"""(?:["\d\]}]|true|false|null)\s+"[^"\n]*"\s*:""")
-_BARE_VALUES = re.compile(r""":\s*(?!(?:true|false|null)\b)[A-Za-z][\w .-]*\s*[,}\n]""")
-_DANGLING_KEY = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z_$][\w$]*)\s*:?\s*$""")
+_INSIDE = re.compile(r"""\s*(?:(?:"[^"\n]*"?|'[^'\n]*'?|[^\s"',:{}\[\]]+"?)\s*[:,]\s*|,\s*)*+""")
+"""What may stand between an unrecognised opener and a value inside it: keys (`1:`, `we!rd:`,
+`a":`), bare words and commas (`[a, [1]]`), a leading comma."""
 
 
-def _diagnose(piece: str) -> list[str]:
-    """Name the usual syntax faults, for the log (json_repair does not always say)."""
-    found = [
-        ("trailing comma", _TRAILING_COMMA),
-        ("single-quoted strings", _SINGLE_QUOTES),
-        ("comments", _COMMENTS),
-        ("Python literals (True/False/None)", _PY_LITERALS),
-        ("unquoted keys", _BARE_KEYS),
-        ("missing commas", _NO_COMMA),
-        ("unquoted values", _BARE_VALUES),
-    ]
-    return [name for name, rx in found if rx.search(piece)]
+def _enclosing(seg: str, pos: int, i: int) -> int:
+    """The outermost `{`/`[` after `pos` that the candidate at `i` sits inside, when the text
+    between them is keys or bare values (`{1: ["a"], 2: ["b"]}`: the object, not `["a"]`);
+    -1 when there is none. The candidate patterns miss such openers; their inner values must
+    not be taken for the answer."""
+    outer = -1
+    while True:
+        j = max(seg.rfind("{", pos, i), seg.rfind("[", pos, i))
+        if j < 0 or i - j > 2000 or _INSIDE.fullmatch(seg, j + 1, i) is None:
+            return outer
+        outer = i = j
 
 
-def _close(piece: str, stack: list[str], open_at: int) -> tuple[str, str, bool]:
-    """Close a cut-off span: (closed text, what was done, was the cut inside a value?).
-
-    `stack` and `open_at` are `_span_end`'s state at the end of the text."""
-    did: list[str] = []
-    t = piece
-    in_value = False
-    if open_at >= 0:
-        before = piece[:open_at].rstrip()
-        if stack and stack[-1] == "{" and before[-1:] in ("{", ","):
-            t = before
-            did.append("dropped the cut-off key")
-        else:
-            t = piece + piece[open_at]
-            did.append("closed the open string")
-            in_value = True
-    t = t.rstrip()
-    if stack and stack[-1] == "{" and t.endswith(":"):
-        t = _DANGLING_KEY.sub("", t).rstrip()
-        did.append("dropped the key with no value")
-    elif stack and stack[-1] == "{" and not in_value:
-        m = _DANGLING_KEY.search(t)
-        if m and m.group().rstrip()[-1:] != ":" and t[: m.start()].rstrip()[-1:] in ("{", ","):
-            t = t[: m.start()].rstrip()
-            did.append("dropped the key with no value")
-    if t.endswith(","):
-        t = t[:-1].rstrip()
-        did.append("dropped a trailing comma")
-    if not in_value and not did:
-        in_value = bool(t) and (t[-1].isalnum() or t[-1] in ".-+")
-    if len(stack) > 1:
-        in_value = True
-    closers = "".join("}" if c == "{" else "]" for c in reversed(stack))
-    did.append(f"closed {len(closers)} bracket(s)")
-    return t + closers, ", ".join(did), in_value
-
-
-def _repair(span: _Span) -> None:
-    """Turn a JSON-looking span into a value, logging each step in `span.log`."""
-    piece, log = span.text, span.log
-    if len(piece) > MAX_SPAN:
-        log.errors.append(f"a {len(piece):,}-character JSON candidate is over the repair limit")
-        return
-    if _too_deep(piece, MAX_DEPTH):
-        log.errors.append(f"JSON nested deeper than {MAX_DEPTH} levels; not repaired")
-        return
-    text, did, cut_in_value = piece, "", False
-    if '"' not in piece and "“" in piece:
-        text = piece.replace("“", '"').replace("”", '"')
-        log.add("lenient_repair", "curly quotes “ ” used as JSON quotes were straightened")
-    if span.truncated:
-        state = (span.stack, span.open_at) if text is piece else _span_end(text, 0)[1:]
-        text, did, cut_in_value = _close(text, *state)
-        try:
-            value = _DECODER.decode(text)
-        except (ValueError, RecursionError):
-            value = None
-        else:
-            _truncated(span, value, did, cut_in_value)
-            return
-    if len(text) > MAX_LENIENT:
-        log.errors.append(f"a {len(text):,}-character JSON candidate is over the json_repair limit")
-        return
-    try:
-        import json_repair
-
-        value = json_repair.repair_json(text, return_objects=True, skip_json_loads=True)
-    except (ValueError, RecursionError, TypeError, IndexError) as exc:
-        log.errors.append(f"json_repair could not repair the JSON: {exc}")
-        return
-    kind = dict if piece.startswith("{") else list
-    several = kind is dict and isinstance(value, list) and all(isinstance(v, dict) for v in value)
-    if several and value:
-        span.several = True  # json_repair read several objects from this span
-    elif not isinstance(value, kind):
-        log.errors.append(
-            f"json_repair did not recover a JSON {'object' if kind is dict else 'array'}"
-        )
-        return
-    if span.truncated:
-        _truncated(span, value, did + "; json_repair did the rest", cut_in_value)
-    faults = _diagnose(text)
-    log.add("lenient_repair", "json_repair fixed: " + ("; ".join(faults) or "the syntax"))
-    span.value, span.strict = value, False
-
-
-def _truncated(span: _Span, value: Any, did: str, cut_in_value: bool) -> None:
-    where = "after a complete value"
-    if cut_in_value and isinstance(value, dict) and value:
-        last = next(reversed(value))
-        span.raw_flagged.add(last)
-        where = f"inside the value of {last!r}, which may be incomplete"
-    span.log.add("truncated", f"reply was cut off {where}; {did}")
-    span.value, span.strict = value, False
+def _continues(seg: str, i: int, end: int) -> bool:
+    """The object closed at `end` goes on with more members and a later closer."""
+    return (
+        seg[i] == "{"
+        and _CONTINUES.match(seg, end) is not None
+        and max(seg.rfind("}"), seg.rfind("]")) >= end
+    )
 
 
 # ---------------------------------------------------------------------------- prose extraction
@@ -582,6 +434,9 @@ class _Run:
         self.multi = multi
         self.log = Log()
         self.raw_flagged: set[str] = set()
+        self.guesses: set[str] = set()
+        """Flagged fields whose value is a guess (not prose read or a coercion): their
+        confidence is discounted."""
         self.want = wants(js)
         self.filtered = ""
 
@@ -647,9 +502,10 @@ class _Run:
     def scan(self, text: str) -> Parsed:
         budget = [4 * len(text) + 10_000]
         spans: list[_Span] = []
-        for m in _FENCE.finditer(text):
+        for m in _FENCE.finditer(text) if not self._fence_in_value(text) else ():
             seg = m.group(1)
-            for sp in _scan(seg, True, budget):
+            for k, sp in enumerate(_scan(seg, True, budget)):
+                sp.joined = sp.joined or (k == 0 and bool(spans))
                 sp.log.add("fence", "took the JSON from a code fence")
                 if seg[: sp.start].strip() or seg[sp.end :].strip():
                     sp.log.add("embedded", "ignored text around the JSON inside the code fence")
@@ -692,12 +548,31 @@ class _Run:
         what = "no JSON object or array" if not spans else "no usable JSON"
         return self.fail(f"{what} found in the reply ({len(text):,} characters)")
 
+    @staticmethod
+    def _fence_in_value(text: str) -> bool:
+        """The reply is a JSON value from its first character and its first code fence is inside
+        it (in a string value): the value wins over the fence."""
+        at = text.find("```")
+        lead = len(text) - len(text.lstrip())
+        if at < 0 or text[lead : lead + 1] not in ("{", "["):
+            return False
+        end = _span_end(text, lead)[0]
+        return end < 0 or at < end
+
     def _filter(self, spans: list[_Span]) -> list[_Span]:
         """Keep the candidates of the wanted kind; with a schema, those sharing a field with it."""
         if self.want == "object" or (
             self.want is None and any(isinstance(s.value, dict) for s in spans)
         ):
             out = [s for s in spans if isinstance(s.value, dict)]
+            if (
+                self.want is None
+                and any(not isinstance(s.value, dict) for s in spans)
+                and all(s.joined for s in spans[1:])
+            ):
+                self.guesses.add("$")  # an array beside the object(s): which was meant?
+                self.raw_flagged.add("$")
+                self.filtered = "ignored JSON arrays beside the object(s)"
             if not out and self.want == "object":
                 out = [
                     _Span(s.start, s.end, s.fenced, value=x, strict=s.strict, log=s.log)
@@ -736,6 +611,7 @@ class _Run:
         for s in {id(s.log): s for s in chosen}.values():  # split spans share one log
             self.log.merge(s.log)
             self.raw_flagged |= s.raw_flagged
+            self.guesses |= s.raw_flagged
         value = chosen[0].value
         if array and len(spans) == 1:
             self.log.add("multi_object", "the reply was a JSON array holding one object; took it")
@@ -752,12 +628,15 @@ class _Run:
                         conflicts.append(k)
                     value[k] = v
             self.raw_flagged.update(conflicts)
+            self.guesses.update(conflicts)
             extra = f"; later values won for {', '.join(map(repr, conflicts))}" if conflicts else ""
             self.log.add("multi_object", f"merged {len(spans)} {where}{extra}")
         elif len(spans) > 1:
             how = "last" if self.multi == "last" else "first"
             note = " (merge needs objects)" if self.multi == "merge" else ""
             self.log.add("multi_object", f"found {len(spans)} {where}; took the {how}{note}")
+            self.raw_flagged.add("$")  # which one was meant is a guess
+            self.guesses.add("$")
         if self.filtered:
             self.log.add("multi_object", self.filtered)
         if array or len(spans) > 1 or self.filtered:
@@ -770,6 +649,8 @@ class _Run:
         log = self.log
         if self.js is not None:
             value = Guide(self.js, log, self.raw_flagged).top(value)
+            if "$" in self.raw_flagged:
+                log.flag("$")
             if (
                 self.model is not None
                 and not log.errors
@@ -790,13 +671,18 @@ class _Run:
     def result(self, value: Any, stage: str) -> Parsed:
         log = self.log
         props = properties(self.js)
-        flagged = [f for f in log.flagged if not props or f in props]
+        flagged = [f for f in log.flagged if not props or f in props or f == "$"]
         if isinstance(value, dict) and self.js is not None:
-            flagged = [f for f in flagged if f in value]
+            flagged = [f for f in flagged if f in value or f == "$"]
+        guesses = self.guesses
+        confidences = {
+            k: c * GUESS_DISCOUNT if k in guesses or "$" in guesses else c
+            for k, c in log.confidences.items()
+        }
         ok = stage != "none" and not log.errors and not log.missing
         repairs = [_construct(Repair, {"step": st, "detail": d}) for st, d in log.repairs]
         return _construct(Parsed, {
             "value": value, "ok": ok, "repairs": repairs, "missing": log.missing,
-            "extras": log.extras, "coerced": log.coerced, "confidences": log.confidences,
+            "extras": log.extras, "coerced": log.coerced, "confidences": confidences,
             "repaired_fields": flagged, "errors": log.errors, "strategy": stage,
         })  # fmt: skip

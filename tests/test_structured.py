@@ -131,6 +131,13 @@ def test_pydantic_validators_count() -> None:
     assert not p.ok and p.value == {"n": 3} and "must be even" in p.errors[0]
 
 
+def test_limits_stay_importable_from_structured() -> None:
+    from labkit import repair, structured
+
+    assert structured.MAX_SPAN == repair.MAX_SPAN and structured.MAX_LENIENT == repair.MAX_LENIENT
+    assert structured.MAX_TEXT == 1_000_000 and structured.MAX_DEPTH == repair.MAX_DEPTH
+
+
 def test_multi_rejects_unknown_mode() -> None:
     with pytest.raises(InputError, match="multi must be one of"):
         parse("{}", None, multi="second")  # type: ignore[arg-type]
