@@ -361,8 +361,8 @@ def monitor(
 
     lim = _Limits(alpha, min_rate_change, min_psi, int(min_n))
     groups = [by] if isinstance(by, str) else list(by)
-    for g in groups:
-        _ident(g, "group column")
+    for name in groups:
+        _ident(name, "group column")
     t0, t1 = parse_time(since), parse_time(until)
     with _open(source, time) as (conn, ordinal):
         width = 1.0 if ordinal else parse_duration(window)
