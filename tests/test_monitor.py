@@ -279,7 +279,9 @@ def test_bad_input_says_what_to_do(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- upgrades
 
 
-def test_upgrade_watch_and_history_verdict(tmp_path: Path) -> None:
+def test_upgrade_watch_and_history_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "triage.yaml"
     save_config(cfg, DeployedConfig(name="triage", prompt="Classify {{x}}", model="m-old"))
     save_config(cfg, DeployedConfig(name="triage", prompt="Classify {{x}}", model="m-new"),
@@ -300,6 +302,9 @@ def test_upgrade_watch_and_history_verdict(tmp_path: Path) -> None:
     assert "rollback" in versions[1].watch["suggest"]
     # the verdict is shown, never written: the history file is unchanged
     assert "watch" not in (tmp_path / "triage.history" / "history.jsonl").read_text()
+    assert main(["history", str(cfg), "--traces", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "watch: v2 (m-old -> m-new" in out and "worse" in out and "to=1)" in out
 
 
 def test_an_upgrade_without_change_is_no_change(tmp_path: Path) -> None:
@@ -337,6 +342,15 @@ def test_charts_mark_switches_and_flagged_windows(tmp_path: Path) -> None:
         report.chart("nope")
 
 
+def test_labkit_monitor_is_callable_however_it_was_imported(tmp_path: Path) -> None:
+    import importlib
+
+    db = write_traces(tmp_path / "t.db", windows=2, per_window=40)
+    module = importlib.import_module("labkit.monitor")  # binds labkit.monitor to the module
+    assert labkit.monitor(db).windows["calls"].sum() == 80
+    assert module(db).windows["calls"].sum() == 80
+
+
 def test_cli_monitor_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     calm = write_traces(tmp_path / "calm.db", windows=5, per_window=200, seed=1)
     assert main(["monitor", str(calm), "--since", "30d"]) == 0
@@ -349,5 +363,7 @@ def test_cli_monitor_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["monitor", str(bad), "--since", "30d", "--json"]) == 1
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert {x["metric"] for x in lines} >= {"error_rate"}
+    assert main(["monitor", str(bad), "--since", "2d", "--baseline", "10d"]) == 1
+    assert "error_rate worse" in capsys.readouterr().out
     assert main(["monitor", str(tmp_path / "none.db")]) == 2
     assert "no trace database" in capsys.readouterr().err
