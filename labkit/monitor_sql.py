@@ -403,21 +403,26 @@ def _collect(conn: sqlite3.Connection, q: _Query) -> _Agg:
 
 
 def _fields(conn: sqlite3.Connection, where: str, args: list[Any], sample: int = 5000) -> list[str]:
-    """Confidence field names seen in a sample of rows (meta.confidences, else the reply)."""
-    rows = conn.execute(
-        f"SELECT DISTINCT j.key FROM (SELECT meta FROM traces t WHERE {where} AND meta LIKE "
-        f"'%confidences%' LIMIT {sample}) s, json_each(s.meta, '$.confidences') j",
-        args,
-    ).fetchall()
-    names = [r[0] for r in rows]
-    if not names:
+    """Confidence field names seen in the oldest and the newest `sample` rows (a schema may
+    gain a field over time): from meta.confidences, else from the replies."""
+    names: set[str] = set()
+    for order in ("ASC", "DESC"):
         rows = conn.execute(
-            f"SELECT DISTINCT j.key FROM (SELECT response FROM traces t WHERE {where} AND "
-            f"response LIKE '%_confidence%' AND json_valid(response) LIMIT {sample}) s, "
-            "json_each(s.response) j WHERE j.key LIKE '%_confidence'",
+            f"SELECT DISTINCT j.key FROM (SELECT meta FROM traces t WHERE {where} AND meta LIKE "
+            f"'%confidences%' ORDER BY ts {order} LIMIT {sample}) s, "
+            "json_each(s.meta, '$.confidences') j",
             args,
         ).fetchall()
-        names = [r[0][: -len("_confidence")] for r in rows]
+        names.update(r[0] for r in rows)
+        if names:
+            continue
+        rows = conn.execute(
+            f"SELECT DISTINCT j.key FROM (SELECT response FROM traces t WHERE {where} AND "
+            f"response LIKE '%_confidence%' AND json_valid(response) ORDER BY ts {order} "
+            f"LIMIT {sample}) s, json_each(s.response) j WHERE j.key LIKE '%_confidence'",
+            args,
+        ).fetchall()
+        names.update(r[0][: -len("_confidence")] for r in rows)
     return sorted(n for n in names if isinstance(n, str) and _NAME.match(n))
 
 

@@ -195,14 +195,14 @@ def test_a_client_traces_frame_and_path_agree(
         '{"label": "spam", "label_confidence": 0.9}',
         '```json\n{"label": "ham", "label_confidence": 0.6}\n```',
     ]
-    with FakeOpenAIServer(reply=replies, max_lifetime=60) as server:
+    with FakeOpenAIServer(reply=replies, max_lifetime=600) as server:
         model = "openai/fake-2024-01-01"
         client = Client(
             registry=Registry(models={model: {"api_base": server.url, "api_key_env": "FAKE_KEY"}}),
             cache_dir=tmp_path / "cache", traces=tmp_path / "traces.db",
         )  # fmt: skip
         try:
-            for i in range(12):
+            for i in range(8):
                 client.generate(f"message {i}", model=model, schema={"label": ["spam", "ham"]})
             client.generate("message 0", model=model, schema={"label": ["spam", "ham"]})  # a hit
             by_client = monitor(client, min_n=5)
@@ -213,11 +213,11 @@ def test_a_client_traces_frame_and_path_agree(
             client.close()
     for report in (by_client, by_path, by_frame):
         w = report.windows
-        assert list(w["model"]) == [model] and int(w["calls"].iloc[0]) == 12
+        assert list(w["model"]) == [model] and int(w["calls"].iloc[0]) == 8
         assert w["parse_rate"].iloc[0] == 1.0
         assert w["repair_rate"].iloc[0] == pytest.approx(0.5)
         assert w["confidence.label_mean"].iloc[0] == pytest.approx(0.75)
-    assert int(with_hits.windows["calls"].iloc[0]) == 13
+    assert int(with_hits.windows["calls"].iloc[0]) == 9
 
 
 def test_a_results_frame_by_run_and_by_time() -> None:
