@@ -170,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "--since")  # fmt: skip
     mon.add_argument("--alpha", type=float, default=0.01, help="false-alarm rate per window "
                      "(%(default)s)")  # fmt: skip
-    mon.add_argument("--min-rate-change", type=float, default=0.02, help="(%(default)s)")
-    mon.add_argument("--min-psi", type=float, default=0.1, help="(%(default)s)")
+    mon.add_argument("--min-rate-change", type=float, default=0.02, metavar="D",
+                     help="smallest rate change flagged (%(default)s = 2 points)")  # fmt: skip
+    mon.add_argument("--min-psi", type=float, default=0.1, metavar="PSI",
+                     help="smallest PSI flagged for a distribution (%(default)s)")  # fmt: skip
     mon.add_argument("--min-n", type=int, default=30, help="calls per window to test (%(default)s)")
     mon.add_argument("--config", metavar="CONFIG", help="mark this config's versions as switches")
     mon.add_argument("--json", action="store_true", help="one JSON object per flagged shift")
