@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .export import export_config
     from .judge import EvalLoopResult, LLMJudge, agenerate_with_evaluation, generate_with_evaluation
     from .models import Registry
+    from .monitor import monitor
     from .redact import Redactor
     from .results import Results
     from .schema import to_json_schema
@@ -108,6 +109,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "GateVerdict": ("deploy", "GateVerdict"),
     "rollback": ("config", "rollback"),
     "history": ("config", "history"),
+    # production watch
+    "monitor": ("monitor", "monitor"),
 }
 
 __all__ = [
@@ -165,6 +168,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "map_chunks",
+    "monitor",
     "parse",
     "rollback",
     "to_json_schema",

@@ -33,6 +33,7 @@ examples:
   labkit gate triage.yaml --candidate openai/gpt-4o-2024-11-20 --margin 0.03
   labkit history triage.yaml
   labkit rollback triage.yaml --to 2
+  labkit monitor .labkit/traces.db --since 7d --baseline previous
   labkit serve-fake --reply '{"label": "positive"}' --lifetime 300
 
 A CONFIG is a file written by results.export_config(path); its versions live in
@@ -140,6 +141,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hist.add_argument("config", metavar="CONFIG")
     hist.add_argument("--json", action="store_true", help="one JSON object per line")
+    hist.add_argument("--traces", metavar="DB", help="trace database: add the upgrade watch's "
+                      "verdict (before vs after each version) beside each version")  # fmt: skip
+    hist.add_argument("--window", default="day", help="calls compared on each side (%(default)s)")
+
+    mon = sub.add_parser(
+        "monitor",
+        help="test each time window of the traces against a baseline; exit 1 on a shift",
+        description=_para(
+            "Aggregate the trace database per --window and per --by (pinned model by default), "
+            "test every window against the --baseline window (two-proportion tests for error, "
+            "parse, repair and success rates; KS and PSI for latency, length and confidence; "
+            "Holm per window) and print the flagged shifts. Exit status: 0 none, 1 some, 2 error."
+        ),
+        epilog="examples:\n  labkit monitor .labkit/traces.db --since 7d\n"
+        "  labkit monitor traces.db --since 2d --window hour --baseline 7d\n"
+        "  labkit monitor traces.db --baseline 2026-11-01..2026-11-08 --json",
+        formatter_class=fmt,
+    )
+    mon.add_argument("traces", metavar="DB", help="trace database (Client(traces=...))")
+    mon.add_argument("--since", metavar="WHEN", help="start: '7d' (ago), an ISO date or time")
+    mon.add_argument("--until", metavar="WHEN", help="end (default: now)")
+    mon.add_argument("--window", default="day", help="hour, day, week, 30min, 6h... (%(default)s)")
+    mon.add_argument("--by", action="append", metavar="COLUMN",
+                     help="group column, repeatable (default: model)")  # fmt: skip
+    mon.add_argument("--baseline", default="first", metavar="B", help="first (default), "
+                     "previous, START..END, or a duration such as 14d: the 14 days before "
+                     "--since")  # fmt: skip
+    mon.add_argument("--alpha", type=float, default=0.01, help="false-alarm rate per window "
+                     "(%(default)s)")  # fmt: skip
+    mon.add_argument("--min-rate-change", type=float, default=0.02, metavar="D",
+                     help="smallest rate change flagged (%(default)s = 2 points)")  # fmt: skip
+    mon.add_argument("--min-psi", type=float, default=0.1, metavar="PSI",
+                     help="smallest PSI flagged for a distribution (%(default)s)")  # fmt: skip
+    mon.add_argument("--min-n", type=int, default=30, help="calls per window to test (%(default)s)")
+    mon.add_argument("--config", metavar="CONFIG", help="mark this config's versions as switches")
+    mon.add_argument("--json", action="store_true", help="one JSON object per flagged shift")
 
     back = sub.add_parser(
         "rollback",
@@ -183,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gate": _gate,
         "history": _history,
         "rollback": _rollback,
+        "monitor": _monitor,
         "serve-fake": _serve_fake,
     }[args.command]
     try:
@@ -309,7 +347,7 @@ def _history(args: argparse.Namespace) -> int:
     from .config import history, read_config
     from .errors import ConfigError
 
-    versions = history(args.config)
+    versions = history(args.config, traces=args.traces, window=args.window)
     if not versions:
         read_config(args.config)  # a clear error if the file is missing or broken
         raise ConfigError("no saved versions yet (written by export_config)", where=args.config)
@@ -325,7 +363,39 @@ def _history(args: argparse.Namespace) -> int:
             f"v{v.version:<3} {v.created_at}  {v.author:<10} {v.action}{extra:<8} {v.model}  "
             f"{shown}  {v.note}".rstrip()
         )
+        if v.watch is not None:
+            print(f"     watch: {v.watch['summary']}")
     return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from .monitor import monitor
+
+    baseline: Any = args.baseline
+    if ".." in baseline:
+        baseline = tuple(baseline.split("..", 1))
+    elif baseline not in ("first", "previous"):
+        from .monitor_sql import parse_duration, parse_time
+
+        if args.since is None:
+            print("labkit monitor: error: a duration --baseline needs --since (the baseline is "
+                  "the span just before it)", file=sys.stderr)  # fmt: skip
+            return 2
+        start = parse_time(args.since)
+        assert start is not None
+        baseline = (start - parse_duration(baseline), start)
+    report = monitor(
+        args.traces, by=args.by or "model", window=args.window, baseline=baseline,
+        since=args.since, until=args.until, alpha=args.alpha,
+        min_rate_change=args.min_rate_change, min_psi=args.min_psi, min_n=args.min_n,
+        config=args.config,
+    )  # fmt: skip
+    if args.json:
+        for row in report.shifts.drop(columns=["_w", "_bw"]).to_dict("records"):
+            print(json.dumps(row, default=str))
+    else:
+        print(report)
+    return 1 if report.flagged else 0
 
 
 def _rollback(args: argparse.Namespace) -> int:

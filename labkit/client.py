@@ -305,6 +305,7 @@ class Client:
             cache_key=p.key,
             parse_ok=hit.parsed.ok if hit.parsed else None,
             repairs=repairs,
+            meta=_confidences(hit),
         )
         return hit
 
@@ -471,7 +472,7 @@ class Client:
             ttft_s=done.ttft_s,
             parse_ok=done.parsed.ok if done.parsed else None,
             repairs=done.parsed.repair_steps if done.parsed else None,
-            meta={"finish_reason": done.finish_reason},
+            meta={"finish_reason": done.finish_reason, **(_confidences(done) or {})},
         )
 
     # ------------------------------------------------------------ public API
@@ -536,6 +537,12 @@ def _parse(text: str, schema: Any) -> Any:
     from .structured import parse
 
     return parse(text, schema)
+
+
+def _confidences(done: Completion) -> dict[str, Any] | None:
+    """Per-field confidences for the trace's meta, so `labkit.monitor` can watch them drift."""
+    confs = done.parsed.confidences if done.parsed is not None else None
+    return {"confidences": dict(confs)} if confs else None
 
 
 _default: Client | None = None

@@ -199,6 +199,9 @@ class VersionInfo(_Strict):
     """Of the version file's bytes."""
     file: str
     """The version file, relative to the history folder."""
+    watch: dict[str, Any] | None = Field(default=None, exclude=True)
+    """With `history(path, traces=...)`: the upgrade watch's verdict on this version (before
+    vs after it was saved) and, when worse, the rollback to run. Shown, never written."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -519,9 +522,31 @@ def _read_log(path: Path) -> list[VersionInfo]:
     return out
 
 
-def history(path: str | Path) -> list[VersionInfo]:
-    """Every saved version of a config, oldest first: who saved what, when, with which evidence."""
-    return _read_log(Path(path))
+def history(
+    path: str | Path, *, traces: Any = None, window: str | float = "day"
+) -> list[VersionInfo]:
+    """Every saved version of a config, oldest first: who saved what, when, with which evidence.
+
+    With `traces` (a trace database path, Client or frame), each version after the first
+    carries `watch`: the verdict of `labkit.monitor.upgrade_watch` on the `window` of calls
+    before vs after it was saved, and the `labkit.rollback` call to run when it is worse.
+    """
+    versions = _read_log(Path(path))
+    if traces is None:
+        return versions
+    from .monitor import upgrade_watch
+
+    for verdict in upgrade_watch(path, traces, window=window):
+        info = next(v for v in versions if v.version == verdict.version)
+        info.watch = {
+            "verdict": verdict.verdict,
+            "calls_before": verdict.calls_before,
+            "calls_after": verdict.calls_after,
+            "shifts": verdict.shifts,
+            "suggest": verdict.rollback,
+            "summary": str(verdict),
+        }
+    return versions
 
 
 def _summary(ev: Evidence | None) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ PUBLIC = {
     "LLMJudge", "generate_with_evaluation", "agenerate_with_evaluation", "EvalLoopResult",
     # datasets, experiments, production
     "Dataset", "load_dataset", "list_datasets", "Experiment", "Results", "export_config",
-    "load_config", "Deployed", "gate", "GateVerdict", "rollback", "history",
+    "load_config", "Deployed", "gate", "GateVerdict", "rollback", "history", "monitor",
     # errors
     "LabkitError", "InputError", "TemplateError", "DatasetError", "ConfigError", "UnknownModel",
     "MissingDependency", "ProviderError", "RateLimited", "RetryExhausted", "CircuitOpen",
