@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .export import export_config
     from .judge import EvalLoopResult, LLMJudge, agenerate_with_evaluation, generate_with_evaluation
     from .models import Registry
-    from .monitor import monitor
+    from .monitoring import monitor
     from .redact import Redactor
     from .results import Results
     from .schema import to_json_schema
@@ -110,7 +110,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "rollback": ("config", "rollback"),
     "history": ("config", "history"),
     # production watch
-    "monitor": ("monitor", "monitor"),
+    "monitor": ("monitoring", "monitor"),
 }
 
 __all__ = [

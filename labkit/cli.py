@@ -369,7 +369,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from .monitor import monitor
+    from .monitoring import monitor
 
     baseline: Any = args.baseline
     if ".." in baseline:

@@ -528,13 +528,13 @@ def history(
     """Every saved version of a config, oldest first: who saved what, when, with which evidence.
 
     With `traces` (a trace database path, Client or frame), each version after the first
-    carries `watch`: the verdict of `labkit.monitor.upgrade_watch` on the `window` of calls
+    carries `watch`: the verdict of `labkit.monitoring.upgrade_watch` on the `window` of calls
     before vs after it was saved, and the `labkit.rollback` call to run when it is worse.
     """
     versions = _read_log(Path(path))
     if traces is None:
         return versions
-    from .monitor import upgrade_watch
+    from .monitoring import upgrade_watch
 
     for verdict in upgrade_watch(path, traces, window=window):
         info = next(v for v in versions if v.version == verdict.version)

@@ -36,8 +36,6 @@ and suggests `labkit.rollback` when the new version is worse.
 from __future__ import annotations
 
 import math
-import sys
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -604,14 +602,3 @@ def upgrade_watch(
                 )
             )  # fmt: skip
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """`labkit.monitor(...)` must call the function even after `import labkit.monitor` has
-    bound the package attribute to this module (Python's import system does that)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> MonitorReport:
-        return monitor(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
