@@ -1,18 +1,18 @@
 """Issue 13 benchmark: a grid while another process holds the trace database's write lock.
 
-The same 200-call grid (100 items x 2 prompts, one model, 10 ms latency, concurrency 20) against
+The same 100-call grid (50 items x 2 prompts, one model, 10 ms latency, concurrency 20) against
 the loopback OpenAI-compatible server (in a child process, as a provider would be remote), run
 alternately, each on a fresh cache and trace database:
 
 - baseline: nobody else touches the trace database;
-- locked: a second process holds `BEGIN IMMEDIATE` on it for `--hold` seconds from just before
-  the grid starts (longer than the grid).
+- locked: a second process holds `BEGIN IMMEDIATE` on it for `--hold` seconds (15) from just
+  before the grid starts: longer than the grid, so every trace write of the run meets the lock.
 
 Goal: the locked grid's wall time within 1.25x of the baseline (trace writes wait in the
 background writer, never in the event loop), and every attempt row in the database once the
 lock is released. Before the fix, 200 calls took 13.8 s instead of 3.5 s under a 12 s lock.
 
-Run: ``.venv/bin/python bench/bench_tracelock.py [--rounds 3] [--hold 8]``
+Run: ``.venv/bin/python bench/bench_tracelock.py [--rounds 3] [--hold 15] [--items 50]``
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def one_grid(url: str, items: int, hold: float | None) -> tuple[float, int, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=100)
+    ap.add_argument("--items", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--hold", type=float, default=8.0)
+    ap.add_argument("--hold", type=float, default=15.0)
     ap.add_argument("--latency", type=float, default=0.01)
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sk-bench-not-a-real-key")

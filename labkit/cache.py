@@ -159,11 +159,12 @@ class Cache:
             return None
 
     def set(self, key: str, completion: Completion) -> None:
-        blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False))
+        # Keys out (as the call path already did for fresh replies: a hit must match them).
+        blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
         try:
             blob.encode()
         except UnicodeEncodeError:  # a lone surrogate in a reply: SQLite stores UTF-8 only
-            blob = scrub_secrets(json.dumps(completion.to_cache()))
+            blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
         self._open().set(key, blob)
 
     def delete(self, key: str) -> bool:

@@ -460,7 +460,7 @@ class Client:
         common: dict[str, Any] = dict(
             kind="attempt",
             call_id=origin.get("call_id", p.call_id) if origin else p.call_id,
-            **p.meta,
+            **(p.meta if origin is None else {k: origin.get(k) for k in p.meta}),
             alias=p.resolution.alias,
             model=model,
             attempt=n,
@@ -575,12 +575,12 @@ def _clean_reply(done: Completion) -> bool:
     """Where a reply enters labkit: a quoted API key (a prompt held one, a proxy echoed it) is
     scrubbed, and text UTF-8 cannot hold (lone surrogates) escaped, before the cache, the trace
     or a results frame sees it. True when text was escaped (the trace row notes it)."""
-    clean = mend_text(scrub_secrets(done.text))
+    clean = mend_text(scrub_secrets(done.text, pairs=False))
     if clean == done.text:
         return False
     escaped = mend_text(done.text) is not done.text
     done.text = clean
-    done.raw = map_strings(done.raw, lambda t: mend_text(scrub_secrets(t)))
+    done.raw = map_strings(done.raw, lambda t: mend_text(scrub_secrets(t, pairs=False)))
     return escaped
 
 

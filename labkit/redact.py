@@ -59,13 +59,15 @@ def add_secret(value: object) -> None:
     _Known.generation += 1
 
 
-def scrub_secrets(text: str) -> str:
-    """`text` without configured key values, provider keys, bearer tokens or `api_key=` pairs."""
+def scrub_secrets(text: str, *, pairs: bool = True) -> str:
+    """`text` without configured key values, provider keys, bearer tokens and (with `pairs`)
+    the values of `api_key=` / `password:` pairs. Replies are scrubbed without `pairs`, so a
+    JSON answer with a "token" field keeps its value."""
     if _Known.pattern is not None:
         text = _Known.pattern.sub("[API_KEY]", text)
     text = _BEARER.sub("Bearer [SECRET]", text)
     text = _KEYS.sub("[API_KEY]", text)
-    return _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text)
+    return _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text) if pairs else text
 
 
 def secrets_generation() -> int:
