@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import html
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -370,8 +371,11 @@ def _resolve(source: str | Path) -> Path:
 
 def _read(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
+        text = _decode(path)  # the same UTF-8 check, with byte offset, for every file type
         try:
-            return pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+            return pd.read_csv(
+                io.StringIO(text), dtype=object, keep_default_na=False, na_values=[""]
+            )
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:

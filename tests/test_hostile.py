@@ -332,15 +332,19 @@ def test_good_parameters_and_registry_defaults_are_checked_alike(workdir: Path) 
 
 
 # --------------------------------------------------------------------- 7. non-UTF-8 files
-def test_a_non_utf8_jsonl_dataset_names_file_and_byte_offset(
-    workdir: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_non_utf8_dataset_names_file_and_byte_offset(
+    workdir: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
-    good = b'{"id": "a", "text": "fine"}\n'
-    path = workdir / "latin1.jsonl"
-    path.write_bytes(
-        good + good.replace(b"a", b"b") + '{"id": "c", "text": "caf\xe9"}\n'.encode("latin-1")
-    )
-    offset = 2 * len(good) + len(b'{"id": "c", "text": "caf')
+    if kind == "jsonl":
+        good = b'{"id": "a", "text": "fine"}\n'
+        bad, before = '{"id": "c", "text": "caf\xe9"}\n', b'{"id": "c", "text": "caf'
+        head = good + good.replace(b"a", b"b")
+    else:
+        head, bad, before = b"id,text\na,fine\n", "c,caf\xe9\n", b"c,caf"
+    path = workdir / f"latin1.{kind}"
+    path.write_bytes(head + bad.encode("latin-1"))
+    offset = len(head) + len(before)
     with pytest.raises(DatasetError) as raised:
         load_dataset(path)
     assert raised.value.path == str(path)
