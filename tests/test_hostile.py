@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -376,10 +377,26 @@ conn.execute("COMMIT")
 """
 
 
-def test_a_second_process_holding_the_write_lock_loses_no_row(workdir: Path, key: str) -> None:
+def test_a_second_process_holding_the_write_lock_loses_no_row(
+    workdir: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No trace write runs on the event loop's thread (where it would wait for the lock and
+    stall every call in flight), the grid finishes, and every row lands after the release.
+    How long the grid takes with and without the lock is measured in bench_tracelock.py."""
     db = workdir / "traces.db"
-    with FakeOpenAIServer(reply='{"label": "ok"}', latency=0.01) as server:
-        client = _client(workdir, {MINI: server})
+    writers: set[str] = set()
+    real_write = TraceStore._write
+
+    def spy(self: TraceStore, batch: list[dict[str, Any]]) -> None:
+        writers.add(threading.current_thread().name)
+        real_write(self, batch)
+
+    monkeypatch.setattr(TraceStore, "_write", spy)
+    with (
+        FakeOpenAIServer(reply='{"label": "ok"}', latency=0.01) as server,
+        FakeOpenAIServer(reply="never", fault_rates={"400": 1.0}) as failing,  # error rows too
+    ):
+        client = _client(workdir, {MINI: server, FULL: failing})
         client.traces()  # the database exists before the other process locks it
         locker = subprocess.Popen(
             [sys.executable, "-c", LOCKER, str(db), "3"], stdout=subprocess.PIPE, text=True
@@ -387,19 +404,23 @@ def test_a_second_process_holding_the_write_lock_loses_no_row(workdir: Path, key
         try:
             assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
             items = [{"id": f"i{i}", "text": str(i)} for i in range(20)]
-            exp = Experiment(items, {"a": "A {{text}}", "b": "B {{text}}"}, [MINI], client=client,
-                             concurrency=8, params={"max_tokens": 5})  # fmt: skip
+            exp = Experiment(items, {"a": "A {{text}}", "b": "B {{text}}"}, [MINI, FULL],
+                             client=client, concurrency=8, params={"max_tokens": 5})  # fmt: skip
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # "not writable" while locked
                 res = exp.run(progress=False)
-            assert res.df["error"].isna().all() and len(res.df) == 40 == server.count
+            assert len(res.df) == 80 and server.count == 40 == failing.count
+            assert res.df.loc[res.df["model"] == MINI, "error"].isna().all()
+            assert res.df.loc[res.df["model"] == FULL, "error_type"].eq("BadRequest").all()
         finally:
             locker.wait(timeout=30)
         assert locker.returncode == 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rows = client.traces(run_id=exp.run_id, kind="attempt")
-        assert len(rows) == 40 and client.tracer.pending == 0
+        assert len(rows) == 80 and client.tracer.pending == 0
+        assert (rows["status"] == "error").sum() == 40
+        assert "labkit-traces" in writers and "labkit-loop" not in writers
         client.close()
 
 
