@@ -5,6 +5,13 @@ output-affecting parameters (`types.OUTPUT_PARAMS`), the JSON schema and JSON mo
 sample index. Left out on purpose: timeouts, retry settings, concurrency, api_base and API keys
 (transport, not content), run/item ids and the alias (two aliases that resolve to the same
 pinned model share answers).
+
+Nothing read from the cache is ever unpickled: diskcache is opened with `_JSONOnlyDisk`, which
+stores strings only and refuses, on read, any row diskcache would unpickle (a planted pickle is
+a corrupt entry: a logged miss, its code never runs) or any file path outside the cache folder.
+The folder is created owner-only (0700) and its files 0600: they hold prompts and replies.
+Replies are stored verbatim (that is what a cache replays) except API keys, which the call
+path scrubs before storing; other PII in prompts and replies stays in this owner-only store.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._files import private_dir, private_file
+from .redact import scrub_secrets
 from .types import OUTPUT_PARAMS, Completion, Message, Request
 
 __all__ = ["KEY_VERSION", "Cache", "cache_key", "key_for"]
@@ -54,7 +64,58 @@ def key_for(
         "sample": sample,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    # surrogatepass: a prompt with a lone surrogate still gets a key (same bytes as before for
+    # every other text).
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class CorruptEntry(Exception):
+    """A cache row labkit will not read (pickled, not text, or pointing outside the folder)."""
+
+
+def _safe_disk() -> type[Any]:
+    """diskcache's `Disk` narrowed to JSON text (built lazily: diskcache loads on first use)."""
+    import diskcache
+
+    class _JSONOnlyDisk(diskcache.Disk):
+        def put(self, key: Any) -> Any:
+            if not isinstance(key, str):
+                raise TypeError("labkit's cache keys are strings")
+            return super().put(key)
+
+        def get(self, key: Any, raw: bool) -> Any:
+            if not raw:
+                raise CorruptEntry("a pickled key")
+            return super().get(key, raw)
+
+        def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+            if not isinstance(value, str) or read:
+                raise TypeError("labkit's cache stores JSON text only")
+            return super().store(value, read, key)
+
+        def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> Any:
+            if mode not in (diskcache.core.MODE_RAW, diskcache.core.MODE_TEXT):
+                raise CorruptEntry(f"storage mode {mode} (only JSON text is read; pickle never)")
+            if filename is not None:
+                self._inside(filename)
+            return super().fetch(mode, filename, value, read)
+
+        def remove(self, file_path: Any) -> None:
+            self._inside(file_path)
+            super().remove(file_path)
+
+        def _write(self, full_path: str, iterator: Any, mode: str, encoding: Any = None) -> Any:
+            size = super()._write(full_path, iterator, mode, encoding)
+            os.chmod(full_path, 0o600)
+            return size
+
+        def _inside(self, filename: Any) -> None:
+            root = os.path.realpath(self._directory)
+            full = os.path.realpath(os.path.join(root, str(filename)))
+            if os.path.commonpath([root, full]) != root:
+                raise CorruptEntry("a value file outside the cache folder")
+
+    return _JSONOnlyDisk
 
 
 class Cache:
@@ -70,18 +131,27 @@ class Cache:
         if self._store is None:
             import diskcache
 
-            self._store = diskcache.Cache(str(self.directory), size_limit=self.size_limit)
+            private_dir(self.directory)
+            for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+                if name == "cache.db" or (self.directory / name).exists():
+                    private_file(self.directory / name)
+            self._store = diskcache.Cache(
+                str(self.directory), size_limit=self.size_limit, disk=_safe_disk()
+            )
         return self._store
 
     def get(self, key: str) -> Completion | None:
         """The stored completion, or None. A corrupt entry is a logged miss, never a crash."""
-        blob = self._open().get(key)
-        if blob is None:
-            return None
         try:
+            blob = self._open().get(key)
+            if blob is None:
+                return None
             if not isinstance(blob, str):
                 raise TypeError(f"expected a JSON string, found {type(blob).__name__}")
-            return Completion.model_validate_json(blob)
+            try:
+                return Completion.model_validate_json(blob)
+            except ValueError:  # lone surrogates are stored \u-escaped; only json reads them
+                return Completion.model_validate(json.loads(blob))
         except Exception as exc:
             log.warning(
                 "labkit cache: entry %s… is unreadable (%s); treated as a miss", key[:12], exc
@@ -89,7 +159,13 @@ class Cache:
             return None
 
     def set(self, key: str, completion: Completion) -> None:
-        self._open().set(key, json.dumps(completion.to_cache(), ensure_ascii=False))
+        # Keys out (as the call path already did for fresh replies: a hit must match them).
+        blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
+        try:
+            blob.encode()
+        except UnicodeEncodeError:  # a lone surrogate in a reply: SQLite stores UTF-8 only
+            blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
+        self._open().set(key, blob)
 
     def delete(self, key: str) -> bool:
         return bool(self._open().delete(key))

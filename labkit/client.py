@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,13 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .cache import Cache, cache_key, key_for
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
-from .errors import ConfigError, ContextOverflow, InputError, ProviderError
+from .errors import ConfigError, ContextOverflow, InputError, ProviderError, scrub_chain
 from .models import Registry, Resolution
 from .prompts import build_messages
-from .redact import Redactor
+from .redact import Redactor, add_secret, map_strings, scrub_secrets
 from .resilience import Policy
 from .tracing import TraceStore, new_id
-from .types import OUTPUT_PARAMS, Completion, Event, Message, Request
+from .types import OUTPUT_PARAMS, Completion, Event, Message, Request, check_params, mend_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,10 +248,13 @@ class Client:
             json_schema = response_format(schema, confidence=confidence).get("schema")
             msgs = _append_instructions(msgs, json_instructions(schema, confidence=confidence))
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
+        merged = {**res.info.params, **out_params}
+        check_params(merged)
+        add_secret(params.get("api_key"))
         key = key_for(
             res.model,
             msgs,
-            {**res.info.params, **out_params},
+            merged,
             json_schema,
             bool(json_schema is not None and res.info.json_mode),
             sample,
@@ -307,6 +311,14 @@ class Client:
             repairs=repairs,
             meta=_confidences(hit),
         )
+        origin = hit.origin
+        if origin and p.meta["run_id"] and origin.get("run_id") == p.meta["run_id"]:
+            # A resumed grid: the attempt that produced this answer may have died queued
+            # (SIGKILL within the batch window); write it unless it is already there.
+            req = Request(model=hit.model, messages=p.messages, params=p.params)
+            self._trace_attempt(
+                p, hit.model, origin.get("attempt", 1), req, hit, None, 0, None, None
+            )
         return hit
 
     async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
@@ -336,6 +348,7 @@ class Client:
                 import os
 
                 transport["api_key"] = os.environ.get(info.api_key_env)
+                add_secret(transport["api_key"])
             req = Request(
                 model=model,
                 messages=p.messages,
@@ -377,19 +390,28 @@ class Client:
                     ctx_limit,
                 )
                 raise
+            escaped = _clean_reply(done)
             done.cache_key = cache_key(req)
             if p.schema is not None:
                 done.parsed = _parse(done.text, p.schema)
             if ctx_tokens is None and ctx_limit is not None:
                 ctx_tokens = done.usage.prompt_tokens or None
-            self._trace_attempt(p, model, n, req, done, None, done.latency_s, ctx_tokens, ctx_limit)
+            self._trace_attempt(
+                p, model, n, req, done, None, done.latency_s, ctx_tokens, ctx_limit, escaped
+            )
             return done
 
         # Charged to the tokens-per-minute bucket up front, corrected from the reported usage.
         estimated = estimate_tokens(p.messages) + int(p.params.get("max_tokens") or 0)
-        done, _ = await self.policy.execute(
-            res.chain, attempt, emit=emit, estimated_tokens=estimated
-        )
+        try:
+            done, _ = await self.policy.execute(
+                res.chain, attempt, emit=emit, estimated_tokens=estimated
+            )
+        except Exception as exc:  # error rows of a grid join their traces by this id
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.trace_id = p.call_id  # type: ignore[attr-defined]
+            scrub_chain(exc)  # a provider's own exception may quote the key
+            raise
         done.alias = res.alias
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
@@ -432,12 +454,14 @@ class Client:
         latency: float,
         ctx_tokens: int | None,
         ctx_limit: int | None,
+        escaped: bool = False,
     ) -> None:
         state = self.policy.breaker_states().get(model, {}).get("state")
+        origin = done.origin if done is not None and done.cache_hit else None
         common: dict[str, Any] = dict(
             kind="attempt",
-            call_id=p.call_id,
-            **p.meta,
+            call_id=origin.get("call_id", p.call_id) if origin else p.call_id,
+            **(p.meta if origin is None else {k: origin.get(k) for k in p.meta}),
             alias=p.resolution.alias,
             model=model,
             attempt=n,
@@ -459,8 +483,19 @@ class Client:
                 meta={"status_code": getattr(exc, "status", None)},
             )
             return
-        self.tracer.record(
+        record = self.tracer.record_if_missing if origin else self.tracer.record
+        if origin is None:  # kept with the cache entry: see lookup()
+            origin = done.origin = {
+                "id": new_id(),
+                "call_id": p.call_id,
+                "attempt": n,
+                "ts": time.time(),
+                **p.meta,
+            }
+        record(
             **common,
+            id=origin.get("id"),
+            ts=origin.get("ts") or time.time(),
             status="ok",
             response=done.text,
             cache_key=done.cache_key,
@@ -472,7 +507,12 @@ class Client:
             ttft_s=done.ttft_s,
             parse_ok=done.parsed.ok if done.parsed else None,
             repairs=done.parsed.repair_steps if done.parsed else None,
-            meta={"finish_reason": done.finish_reason, **(_confidences(done) or {})},
+            meta={
+                "finish_reason": done.finish_reason,
+                **(_confidences(done) or {}),
+                **({"restored": True} if done.cache_hit else {}),
+                **({"escaped": ["response"]} if escaped else {}),
+            },
         )
 
     # ------------------------------------------------------------ public API
@@ -531,6 +571,19 @@ def _append_instructions(messages: list[Message], text: str) -> list[Message]:
             m["content"] = f"{m['content']}\n\n{text}"
             return out
     return [*out, {"role": "user", "content": text}]
+
+
+def _clean_reply(done: Completion) -> bool:
+    """Where a reply enters labkit: a quoted API key (a prompt held one, a proxy echoed it) is
+    scrubbed, and text UTF-8 cannot hold (lone surrogates) escaped, before the cache, the trace
+    or a results frame sees it. True when text was escaped (the trace row notes it)."""
+    clean = mend_text(scrub_secrets(done.text, pairs=False))
+    if clean == done.text:
+        return False
+    escaped = mend_text(done.text) is not done.text
+    done.text = clean
+    done.raw = map_strings(done.raw, lambda t: mend_text(scrub_secrets(t, pairs=False)))
+    return escaped
 
 
 def _parse(text: str, schema: Any) -> Any:

@@ -220,7 +220,7 @@ def atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600  # holds prompts
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -622,7 +622,7 @@ def _write_version(
     folder = history_dir(p)
     name = f"v{number:04d}.yaml"
     target = folder / name
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # claim the number
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # claim the number
     os.close(fd)
     try:
         atomic_write(target, text)
@@ -680,7 +680,17 @@ def _record_hand_edit(p: Path, log: list[VersionInfo]) -> None:
 
 
 def _refuse_secrets(text: str, p: Path) -> None:
-    """Refuse to write any credential-looking environment value that slipped into the text."""
+    """Refuse to write any credential-looking environment value, configured key or key-shaped
+    token (`labkit.redact.scrub_secrets`) that slipped into the text."""
+    from .redact import scrub_secrets
+
+    if scrub_secrets(text) != text:
+        raise ConfigError(
+            "the config would contain an API key or token (in the prompt, params, evaluators "
+            "or suite inputs); nothing was written. Remove it, or export with suite_size=0 if "
+            "it comes from a dataset item",
+            where=str(p),
+        )
     for name, value in os.environ.items():
         if len(value) >= 8 and is_secret_name(name) and value in text:
             raise ConfigError(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import html
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,6 +39,8 @@ import pandas as pd
 from ._frame import _missing
 from .errors import DatasetError
 from .prompts import template_variables
+from .redact import map_strings
+from .types import mend_text
 
 __all__ = ["DATASETS_ENV", "Dataset", "datasets_dir", "list_datasets", "load_dataset"]
 
@@ -368,8 +371,11 @@ def _resolve(source: str | Path) -> Path:
 
 def _read(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
+        text = _decode(path)  # the same UTF-8 check, with byte offset, for every file type
         try:
-            return pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+            return pd.read_csv(
+                io.StringIO(text), dtype=object, keep_default_na=False, na_values=[""]
+            )
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -377,7 +383,7 @@ def _read(path: Path) -> pd.DataFrame:
                 f"not a readable CSV file ({exc}); save it as UTF-8 CSV with a header row",
                 path=str(path),
             ) from exc
-    text = path.read_text(encoding="utf-8-sig")
+    text = _decode(path)
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -420,6 +426,24 @@ def _read(path: Path) -> pd.DataFrame:
             problems=problems,
         )
     return _frame(rows)
+
+
+def _decode(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 are a DatasetError naming the byte offset
+    and line, so the user can find them (a raw UnicodeDecodeError names neither the file nor
+    the fix)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start} "
+            f"(line {line}) cannot be decoded ({exc.reason}). Save the file as UTF-8 (e.g. "
+            "iconv -f latin1 -t utf-8), or fix that line",
+            path=str(path),
+            problems=[f"line {line}: byte offset {exc.start}: not UTF-8"],
+        ) from None
 
 
 def _frame(rows: list[Any]) -> pd.DataFrame:
@@ -482,9 +506,10 @@ def _build(df: pd.DataFrame, name: str, path: str | None, id_column: str) -> Dat
         )
     inputs = [c for c in df.columns if c != "id"]
     out = pd.DataFrame({"id": pd.Series(ids, dtype=object)})
-    for column in inputs:
-        out[column] = df[column].to_numpy(dtype=object)
-    out[_EXPECTED] = pd.Series(expected, dtype=object)
+    for column in inputs:  # object columns, lone surrogates escaped (Arrow strings refuse them)
+        values = [map_strings(v, mend_text) for v in df[column].to_numpy(dtype=object)]
+        out[column] = pd.Series(values, dtype=object, index=out.index)
+    out[_EXPECTED] = pd.Series([map_strings(v, mend_text) for v in expected], dtype=object)
     return Dataset(out, name=name, path=path, generated_ids=generated)
 
 

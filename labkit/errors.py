@@ -8,7 +8,8 @@ problem and the fix::
     │   └── UnknownModel       .name, .suggestions
     ├── InputError             bad arguments to a call
     │   ├── TemplateError      .missing (variables without a value)
-    │   └── MessagesError      .index (the malformed message)
+    │   ├── MessagesError      .index (the malformed message)
+    │   └── InvalidParameter   .param, .value, .allowed (a generation parameter out of range)
     ├── DatasetError           .path, .problems
     ├── MissingDependency      .extra, .package (install hint in the message)
     ├── ProviderError          .model, .status, .retryable, .retry_after, .raw
@@ -22,11 +23,20 @@ problem and the fix::
     ├── ContextOverflow        .model, .tokens, .max_tokens, .limit
     │   └── OutputLimitExceeded   max_tokens above the model's output limit (.limit is that one)
     └── RepairFailed           .raw, .errors
+
+Every message passes through `labkit.redact.scrub_secrets` in `LabkitError.__init__`, the one
+constructor all of them share: a provider that echoes the API key in its error text cannot carry
+it into a results frame, a file or a traceback. Errors raised by a call carry `trace_id`, the
+call's id in the trace store, and `scrub_chain` (run by the call path on everything it
+raises) replaces a third-party exception in the chain whose text holds a key with an
+`UpstreamError` carrying the scrubbed text and the original traceback.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .redact import scrub_secrets
 
 __all__ = [
     "AllModelsFailed",
@@ -37,6 +47,7 @@ __all__ = [
     "ContextOverflow",
     "DatasetError",
     "InputError",
+    "InvalidParameter",
     "LabkitError",
     "MessagesError",
     "MissingDependency",
@@ -49,11 +60,19 @@ __all__ = [
     "RetryExhausted",
     "TemplateError",
     "UnknownModel",
+    "UpstreamError",
+    "scrub_chain",
 ]
 
 
 class LabkitError(Exception):
     """Root of every error labkit raises on purpose."""
+
+    trace_id: str | None = None
+    """The failed call's id in the trace store (`Completion.trace_id` of a success)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(scrub_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(LabkitError):
@@ -82,6 +101,16 @@ class UnknownModel(ConfigError):
 
 class InputError(LabkitError, ValueError):
     """The arguments of a call are wrong; nothing was sent."""
+
+
+class InvalidParameter(InputError):
+    """A generation parameter has the wrong type or is out of range; nothing was sent."""
+
+    def __init__(self, param: str, value: Any, allowed: str) -> None:
+        self.param = param
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{param}={value!r} is not allowed: {param} must be {allowed}")
 
 
 class TemplateError(InputError):
@@ -139,7 +168,7 @@ class ProviderError(LabkitError):
         self.model = model
         self.status = status
         self.retry_after = retry_after
-        self.raw = raw
+        self.raw = scrub_secrets(raw) if isinstance(raw, str) else raw
 
 
 class RateLimited(ProviderError):
@@ -225,3 +254,42 @@ class RepairFailed(LabkitError):
         self.raw = raw
         self.errors = list(errors)
         super().__init__(f"could not recover structured output: {'; '.join(self.errors)}")
+
+
+class UpstreamError(Exception):
+    """Stands in a labkit error's chain for a third-party exception whose text held a secret:
+    same type name, traceback and chain, scrubbed message."""
+
+
+def scrub_chain(exc: BaseException) -> None:
+    """Scrub secrets from `exc` and everything chained to it (causes, contexts, `last_error`,
+    `errors`), so a printed traceback shows no key. Labkit errors are clean from birth; others
+    have their `args` scrubbed, and, as links of a chain, are replaced by an `UpstreamError`."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        err = stack.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if not isinstance(err, LabkitError):
+            err.args = tuple(scrub_secrets(a) if isinstance(a, str) else a for a in err.args)
+        for attr in ("__cause__", "__context__"):
+            link = getattr(err, attr)
+            if link is None:
+                continue
+            if not isinstance(link, LabkitError) and scrub_secrets(str(link)) != str(link):
+                stand = UpstreamError(f"{type(link).__name__}: {scrub_secrets(str(link))}")
+                stand.__traceback__ = link.__traceback__
+                stand.__cause__, stand.__context__ = link.__cause__, link.__context__
+                stand.__suppress_context__ = link.__suppress_context__
+                setattr(err, attr, stand)
+                link = stand
+            stack.append(link)
+        more = getattr(err, "errors", None)
+        for extra in [
+            getattr(err, "last_error", None),
+            *(more.values() if isinstance(more, dict) else ()),
+        ]:
+            if isinstance(extra, BaseException):
+                stack.append(extra)

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import DatasetError, InputError
 from .progress import ProgressBar, ProgressState, make_bar
 from .prompts import render, template_variables
+from .redact import scrub_secrets
 from .results import COLUMNS, JSON_COLUMNS, Results, build_frame
-from .types import OUTPUT_PARAMS
+from .types import OUTPUT_PARAMS, check_params, mend_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,7 +114,7 @@ class Experiment:
         self.prompts: dict[str, str] = _named_prompts(prompts)
         self.models: list[str] = _model_list(models)
         self.schema = schema
-        self.system = system
+        self.system = mend_text(system) if isinstance(system, str) else system
         self.params: dict[str, Any] = dict(params or {})
         if not isinstance(repeats, int) or repeats < 1:
             raise InputError(f"repeats must be an int >= 1, got {repeats!r}")
@@ -152,6 +153,7 @@ class Experiment:
                 f"unknown generation parameter(s) {sorted(unknown)} in params=; supported: "
                 f"{sorted(OUTPUT_PARAMS | TRANSPORT_PARAMS)}"
             )
+        check_params(self.params)
 
     def _check_templates(self) -> None:
         templates = dict(self.prompts)
@@ -171,6 +173,7 @@ class Experiment:
         registry = self.client.registry
         for model in self.models:
             registry.resolve(model, profile=self.client.profile)
+            registry.check_known(model, profile=self.client.profile)
 
     def _pick_evaluators(self, given: Sequence[Evaluator] | None) -> list[Evaluator]:
         if given is not None:
@@ -512,7 +515,7 @@ class Experiment:
             "ttft_s": _NAN,
             "cache_hit": False,
             "repairs": [],
-            "error": str(exc) or type(exc).__name__,
+            "error": scrub_secrets(str(exc) or type(exc).__name__),
             "error_type": type(exc).__name__,
             "trace_id": getattr(exc, "trace_id", None),
         }
@@ -638,7 +641,7 @@ def _named_prompts(prompts: Mapping[str, str] | Sequence[str] | str) -> dict[str
     bad = [name for name, t in named.items() if not isinstance(t, str) or not t.strip()]
     if bad:
         raise InputError(f"prompt(s) {bad} are not non-empty template strings")
-    return named
+    return {name: mend_text(t) for name, t in named.items()}  # as build_messages sends them
 
 
 def _model_list(models: Sequence[str] | str) -> list[str]:

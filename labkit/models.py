@@ -60,6 +60,11 @@ _PROVIDERS = frozenset(
         "fake"
     ).split()
 )
+# Providers whose model list is closed and fully in litellm's model map: an id missing there is
+# a typo, worth failing before a run. Open catalogues (ollama, openrouter, azure deployments,
+# hosted_vllm, ...) take any name and are never checked.
+_CATALOGUED = frozenset(("openai", "anthropic", "gemini", "mistral", "deepseek", "xai", "groq"))
+_KNOWN_IDS: dict[str, frozenset[str]] = {}
 _PINNED = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}$|@|:\d|-v\d|-\d{3,4}$|-\d{2}-\d{4})")
 
 
@@ -360,6 +365,37 @@ class Registry:
         self.aliases[name] = cfg
         self._resolved.clear()
 
+    def check_known(self, name: str, *, profile: str | None = None) -> None:
+        """Raise `UnknownModel` (nearest ids suggested) when `name`, any model it resolves to
+        for the profile (every arm of an A/B split) or any of their fallbacks is a hosted id
+        that litellm's model map does not list. Offline (labkit keeps litellm's map local);
+        imports litellm only when such an id is present. Models with an `api_base` (a proxy, a
+        self-hosted or test server), with their own `context_window`, or fine-tuned (`ft:`)
+        are allowed: the map cannot know them."""
+        targets: list[str] = [name]
+        if name in self.aliases:
+            target = self.aliases[name].target(self.profile(profile))
+            targets = [target] if isinstance(target, str) else list(target)
+        for model in targets:
+            for mid in self._chain(model, name if name in self.aliases else None):
+                self._check_hosted(mid)
+
+    def _check_hosted(self, model: str) -> None:
+        provider, _, rest = model.partition("/")
+        info = self.info(model)
+        if (
+            provider not in _CATALOGUED
+            or info.api_base
+            or info.context_window is not None
+            or rest.startswith("ft:")
+        ):
+            return
+        known = _known_ids(provider)
+        if not known or rest in known:
+            return
+        close = difflib.get_close_matches(rest, sorted(known), n=3, cutoff=0.6)
+        raise UnknownModel(model, [f"{provider}/{c}" for c in close])
+
     def capabilities(self, model: str) -> ModelInfo:
         """Registry entry merged over litellm's model info (imports litellm for remote models)."""
         info = self.info(model)
@@ -377,6 +413,19 @@ class Registry:
             **info.model_dump(exclude_none=True),
         }
         return ModelInfo(**merged)
+
+
+def _known_ids(provider: str) -> frozenset[str]:
+    """Model names litellm's (local) model map lists for `provider`, without the prefix."""
+    if provider not in _KNOWN_IDS:
+        from .backends.litellm_backend import import_litellm
+
+        names: set[str] = set()
+        for key, entry in import_litellm().model_cost.items():
+            if isinstance(entry, Mapping) and entry.get("litellm_provider") == provider:
+                names.add(key.split("/", 1)[1] if key.startswith(f"{provider}/") else key)
+        _KNOWN_IDS[provider] = frozenset(names)
+    return _KNOWN_IDS[provider]
 
 
 def _pick(weights: dict[str, float], u: float) -> str:

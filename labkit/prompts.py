@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import MessagesError, TemplateError
-from .types import Message
+from .types import Message, mend_text
 
 __all__ = ["build_messages", "render", "template_variables"]
 
@@ -58,6 +58,10 @@ def build_messages(
         out = [{"role": "user", "content": text}]
     if system is not None:
         out = [{"role": "system", "content": render(system, variables or {})}, *out]
+    for m in out:  # a lone surrogate cannot travel as UTF-8: sent (and keyed) escaped
+        content = m.get("content")
+        if isinstance(content, str) and (mended := mend_text(content)) is not content:
+            m["content"] = mended
     return out
 
 

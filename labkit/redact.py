@@ -3,15 +3,21 @@
 Built-in rules: e-mail addresses, phone numbers, payment card numbers (Luhn-checked, so order
 numbers survive), API keys of the common providers, bearer tokens and `api_key=...` pairs.
 Users add regex patterns or a callable; the callable runs last on the already-redacted text.
+
+Secrets are stricter than PII: `scrub_secrets` removes the key values this process was
+configured with (`add_secret`, fed by the registry's `api_key_env` variables and `api_key=`
+arguments) and key-shaped tokens from any text. It runs inside every `Redactor` (even with
+`builtin=False`), in the constructor of every labkit error, on replies and on error rows, so
+a key reaches no trace, cache entry, results file, export, log or exception message.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["Redactor"]
+__all__ = ["Redactor", "add_secret", "map_strings", "scrub_secrets"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
@@ -32,6 +38,62 @@ _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _PHONE = re.compile(
     r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w-])"
 )
+
+
+class _Known:
+    """Key values seen by this process, as one alternation (longest first)."""
+
+    values: ClassVar[set[str]] = set()
+    pattern: ClassVar[re.Pattern[str] | None] = None
+    generation: ClassVar[int] = 0  # bumped on every new value, so memoised redactions are dropped
+
+
+def add_secret(value: object) -> None:
+    """Remember a configured key value, so it is scrubbed from everything labkit keeps or
+    raises. Values shorter than 8 characters are ignored (too likely to hit ordinary text)."""
+    if not isinstance(value, str) or len(value) < 8 or value in _Known.values:
+        return
+    _Known.values.add(value)
+    ordered = sorted(_Known.values, key=len, reverse=True)
+    _Known.pattern = re.compile("|".join(map(re.escape, ordered)))
+    _Known.generation += 1
+
+
+def scrub_secrets(text: str, *, pairs: bool = True) -> str:
+    """`text` without configured key values, provider keys, bearer tokens and (with `pairs`)
+    the values of `api_key=` / `password:` pairs. Replies are scrubbed without `pairs`, so a
+    JSON answer with a "token" field keeps its value."""
+    if _Known.pattern is not None:
+        text = _Known.pattern.sub("[API_KEY]", text)
+    text = _BEARER.sub("Bearer [SECRET]", text)
+    text = _KEYS.sub("[API_KEY]", text)
+    return _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text) if pairs else text
+
+
+def secrets_generation() -> int:
+    return _Known.generation
+
+
+def map_strings(obj: Any, func: Callable[[str], str]) -> Any:
+    """Apply `func` to every string inside nested dicts/lists, on copies (iterative: no
+    recursion limit). Dict keys are left as they are."""
+    if isinstance(obj, str):
+        return func(obj)
+    if not isinstance(obj, dict | list):
+        return obj
+    root: Any = dict(obj) if isinstance(obj, dict) else list(obj)
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in list(items):
+            if isinstance(v, str):
+                node[k] = func(v)
+            elif isinstance(v, dict | list):
+                copy = dict(v) if isinstance(v, dict) else list(v)
+                node[k] = copy
+                stack.append(copy)
+    return root
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -71,8 +133,12 @@ class Redactor:
 
         # Grids send the same prompt to several models and repeats: memoise per redactor.
         self._memo: dict[str, str] = {}
+        self._generation = _Known.generation
 
     def __call__(self, text: str) -> str:
+        if self._generation != _Known.generation:  # a key became known: redo everything
+            self._memo.clear()
+            self._generation = _Known.generation
         done = self._memo.get(text)
         if done is None:
             done = self._redact(text)
@@ -82,12 +148,10 @@ class Redactor:
         return done
 
     def _redact(self, text: str) -> str:
+        text = scrub_secrets(text)  # always, whatever `builtin` says
         if self.builtin:
             if "@" in text:
                 text = _EMAIL.sub("[EMAIL]", text)
-            text = _BEARER.sub("Bearer [SECRET]", text)
-            text = _KEYS.sub("[API_KEY]", text)
-            text = _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text)
             text = _CARD.sub(_card, text)
             text = _PHONE.sub(_phone, text)
         for p in self.patterns:
@@ -97,21 +161,5 @@ class Redactor:
         return text
 
     def redact_obj(self, obj: Any) -> Any:
-        """Redact every string inside nested dicts/lists (iterative: no recursion limit)."""
-        if isinstance(obj, str):
-            return self(obj)
-        if not isinstance(obj, dict | list):
-            return obj
-        root: Any = dict(obj) if isinstance(obj, dict) else list(obj)
-        stack: list[Any] = [root]
-        while stack:
-            node = stack.pop()
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for k, v in list(items):
-                if isinstance(v, str):
-                    node[k] = self(v)
-                elif isinstance(v, dict | list):
-                    copy = dict(v) if isinstance(v, dict) else list(v)
-                    node[k] = copy
-                    stack.append(copy)
-        return root
+        """Redact every string inside nested dicts/lists."""
+        return map_strings(obj, self)

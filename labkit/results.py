@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import private_file
 from ._frame import _missing
 
 if TYPE_CHECKING:
@@ -173,6 +174,7 @@ class Results:
         import pyarrow.parquet as pq
 
         target = Path(path)
+        private_file(target)  # owner-only: it holds prompts' outputs
         table = pa.Table.from_pandas(_encoded(self.df), preserve_index=False)
         metadata = dict(table.schema.metadata or {})
         metadata[b"labkit"] = json.dumps(self.meta, default=str, ensure_ascii=False).encode()
@@ -183,6 +185,8 @@ class Results:
         """Write the frame as CSV (dict/list columns as JSON text) and `meta` next to it as
         `<path>.meta.json`."""
         target = Path(path)
+        private_file(target)  # owner-only: it holds prompts' outputs
+        private_file(_meta_path(target))
         _encoded(self.df).to_csv(target, index=False)
         _meta_path(target).write_text(
             json.dumps(self.meta, default=str, ensure_ascii=False, indent=1), encoding="utf-8"

@@ -87,12 +87,17 @@ class FakeBackend:
 
 @dataclass
 class Fault:
-    """One scripted failure: status 429/5xx/4xx, or kind "timeout" / "malformed"."""
+    """One scripted failure: status 429/5xx/4xx, or kind "timeout" / "malformed".
+
+    `message` replaces the error body's message; `{api_key}` in it is filled with the key the
+    request was sent with (providers and proxies that echo it, e.g. "Incorrect API key
+    provided: {api_key}")."""
 
     status: int = 500
     retry_after: float | None = None
     kind: str = "status"  # status | timeout | malformed | drop
     delay: float = 0.0
+    message: str | None = None
 
 
 class FakeOpenAIServer:
@@ -246,9 +251,13 @@ class FakeOpenAIServer:
                         headers["retry-after"] = f"{fault.retry_after:.3f}"
                         headers["retry-after-ms"] = str(int(fault.retry_after * 1000))
                     kind = "rate_limit_error" if fault.status == 429 else "server_error"
+                    message = f"scripted {fault.status}"
+                    if fault.message is not None:
+                        auth = self.headers.get("authorization") or ""
+                        message = fault.message.replace("{api_key}", auth.split(" ", 1)[-1])
                     self._json(
                         fault.status,
-                        {"error": {"message": f"scripted {fault.status}", "type": kind}},
+                        {"error": {"message": message, "type": kind}},
                         headers,
                     )
                     return

@@ -7,14 +7,24 @@ the row is built; the store never sees the raw text. A trace database that canno
 successful write flushes them.
 
 Rows are written in batches: a commit per row would cost more than a whole cache hit. A row
-waits at most `flush_interval` seconds (a background thread flushes), error rows are written
-at once, and reading, closing or leaving the process flushes everything.
+waits at most `flush_interval` seconds (a background thread flushes), error rows wake that
+thread at once, and reading, closing or leaving the process flushes everything.
+
+Writing never blocks the caller: `record` only queues (the first row of a store opens the
+database in the caller's thread, without writing, so a bad path warns there), and only the
+background thread waits for SQLite's write lock. Another process holding that lock delays the
+rows, never the calls. The writer never dies on a row: text SQLite cannot store (a lone
+surrogate from a model) is stored backslash-escaped with a note in `meta["escaped"]`, and a
+row that still cannot be written is set aside in `rejected` with a warning while every other
+row lands. The database and its -wal/-shm files are owner-only (0600).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -25,7 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .redact import Redactor
+from ._files import private_dir, private_file
+from .redact import Redactor, secrets_generation
+from .types import mend_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,9 +81,21 @@ _NAMES = tuple(COLUMNS)
 _INSERT = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 )
+_INSERT_MISSING = _INSERT.replace("OR REPLACE", "OR IGNORE")
 _NAME_SET = frozenset(_NAMES)
 _ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
 _JSON_COLUMNS = ("prompt", "params", "repairs", "meta")
+_log = logging.getLogger("labkit.tracing")
+# What one row can cause (a value SQLite cannot bind or store); anything else is the database's
+# (locked, read-only, missing, corrupt): the batch then waits in memory for the next round.
+_ROW_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+)
 
 
 # Ids need uniqueness, not secrecy: a private PRNG seeded from the OS once per process is ~20x
@@ -79,6 +103,10 @@ _JSON_COLUMNS = ("prompt", "params", "repairs", "meta")
 # creation, so the indexed id and call_id columns grow at their right edge instead of taking
 # random B-tree inserts (a fifth cheaper per row, more as the database grows).
 _IDS = random.Random(os.urandom(32))
+
+
+def _statement(fields: Mapping[str, Any]) -> str:
+    return _INSERT_MISSING if "_if_missing" in fields else _INSERT
 
 
 def new_id() -> str:
@@ -103,6 +131,10 @@ class TraceStore:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[dict[str, Any]] = []
         self._prompts: dict[tuple[Any, ...], str] = {}
+        self._prompts_gen = secrets_generation()
+        self._restored: set[str] = set()
+        self.rejected: list[dict[str, Any]] = []
+        """Rows that could not be written even escaped (the newest 1,000), with `_error`."""
         self._inflight = 0  # rows taken by a flush and not yet committed (or put back)
         self._warned = False
         self._wake = threading.Event()
@@ -111,7 +143,10 @@ class TraceStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.exists():
+                private_dir(self.path.parent)
+            if str(self.path) != ":memory:":
+                private_file(self.path)
             conn = sqlite3.connect(
                 self.path, check_same_thread=False, timeout=0.5, isolation_level=None
             )
@@ -124,30 +159,55 @@ class TraceStore:
             self._conn = conn
         return self._conn
 
+    def record_if_missing(self, **fields: Any) -> str | None:
+        """Queue a row that is written only if no row with its id exists (a resumed grid
+        restoring an attempt row lost in a crash); once per id and store."""
+        row_id = fields.get("id")
+        if not row_id or row_id in self._restored:
+            return None
+        if len(self._restored) >= 100_000:
+            self._restored.clear()
+        self._restored.add(row_id)
+        return self.record(**fields, _if_missing=True)
+
     def record(self, **fields: Any) -> str:
         """Queue one row; returns its id. Redaction and encoding happen when the row is written
         (off the caller's hot path), always before anything touches the disk."""
-        unknown = fields.keys() - _NAME_SET
+        unknown = fields.keys() - _NAME_SET - {"_if_missing"}
         if unknown:
             raise TypeError(f"unknown trace column(s): {sorted(unknown)}")
         row_id: str = fields.get("id") or new_id()
         fields["id"] = row_id
         fields.setdefault("ts", time.time())
-        # Errors, the first row (so a bad path warns in the caller's thread) and rows that
-        # arrive while the database is failing are written at once; the rest are batched.
-        now = (
-            fields.get("error_type") is not None
-            or self.flush_interval <= 0
-            or self._conn is None
-            or self._warned
-        )
+        if self.flush_interval <= 0:
+            with self._lock:
+                self._pending.append(fields)
+            self.flush()
+            return row_id
+        if self._conn is None and not self._warned:
+            self._open_here()
         with self._lock:
             self._pending.append(fields)
-            if not now and self._flusher is None:
+            if self._flusher is None:
                 self._start_flusher()
-        if now:
-            self.flush()
+        # Errors and rows that arrive while the database is failing wake the writer at once.
+        if fields.get("error_type") is not None or self._warned:
+            self._wake.set()
         return row_id
+
+    def _open_here(self) -> None:
+        """Open the database in the caller's thread (no write, so no wait for the write lock):
+        an unusable path warns where the user can see it. The writer thread retries later."""
+        if not self._write_lock.acquire(blocking=False):
+            return  # the writer is opening it right now
+        try:
+            if self._conn is None:
+                self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._warned = True
+            self._warn(exc, len(self._pending) + 1)
+        finally:
+            self._write_lock.release()
 
     def _row(self, fields: dict[str, Any]) -> tuple[Any, ...]:
         """Redact and encode one queued row (idempotent: a retried flush sees finished rows)."""
@@ -155,6 +215,8 @@ class TraceStore:
             done: tuple[Any, ...] = fields["_done"]
             return done
         redact = self.redact
+        if fields.get("id") is None:
+            raise TypeError("a trace row needs an id")
         prompt = fields.get("prompt")
         if isinstance(prompt, str):  # stored as JSON too, so queries decode every row alike
             fields["prompt"] = _ENCODE(redact(prompt))
@@ -171,6 +233,18 @@ class TraceStore:
         for key in ("cache_hit", "parse_ok"):
             if isinstance(fields.get(key), bool):
                 fields[key] = int(fields[key])
+        escaped = []
+        for key in _NAMES:
+            value = fields.get(key)
+            if isinstance(value, str) and (safe := mend_text(value)) is not value:
+                fields[key] = safe
+                escaped.append(key)
+        if escaped:  # say so: the stored text is not what the model wrote, byte for byte
+            meta = json.loads(fields["meta"]) if isinstance(fields.get("meta"), str) else {}
+            meta = meta if isinstance(meta, dict) else {"meta": meta}
+            meta["escaped"] = escaped
+            note = json.dumps(meta, default=str)  # ASCII: always storable
+            fields["meta"] = note
         row = tuple(map(fields.get, _NAMES))
         fields["_done"] = row
         return row
@@ -179,6 +253,9 @@ class TraceStore:
         """Redacted prompt as JSON, memoised for plain role/content messages: cache hits and
         grids (models x repeats) write the same prompt many times."""
         key: tuple[Any, ...] | None = None
+        if self._prompts_gen != secrets_generation():  # a key became known: redact anew
+            self._prompts.clear()
+            self._prompts_gen = secrets_generation()
         if isinstance(prompt, list) and all(
             type(m) is dict and m.keys() <= {"role", "content"} and type(m.get("content")) is str
             for m in prompt
@@ -194,11 +271,14 @@ class TraceStore:
             self._prompts[key] = text
         return text
 
-    def flush(self) -> None:
-        """Write every waiting row now. Holds the write lock from taking the rows to the
-        commit, so a flush (and so a query) also waits for rows the background thread is
-        writing at that moment: what was recorded before is always readable after."""
-        with self._write_lock:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write every waiting row now; False when `timeout` seconds passed first (the rows
+        stay queued). Holds the write lock from taking the rows to the commit, so a flush (and
+        so a query) also waits for rows the background thread is writing at that moment: what
+        was recorded before is always readable after."""
+        if not self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
             with self._lock:
                 batch, self._pending = self._pending, []
                 self._inflight = len(batch)
@@ -208,6 +288,9 @@ class TraceStore:
             finally:
                 with self._lock:
                     self._inflight = 0
+        finally:
+            self._write_lock.release()
+        return True
 
     def _start_flusher(self) -> None:
         self._flusher = threading.Thread(target=self._flush_loop, name="labkit-traces", daemon=True)
@@ -218,19 +301,38 @@ class TraceStore:
         while not self._closed:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer must outlive any bug: rows keep coming
+                _log.exception("labkit traces: flush failed; retrying on the next round")
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         """Write `batch` (the caller holds the write lock); on failure keep it in memory."""
+        rows: list[tuple[Any, ...]] = []
+        kept: list[dict[str, Any]] = []
+        for f in batch:
+            try:
+                rows.append(self._row(f))
+                kept.append(f)
+            except Exception as exc:
+                self._reject([(f, exc)])
         try:
-            rows = [self._row(f) for f in batch]
             conn = self._connect()
-            if len(rows) == 1:
-                conn.execute(_INSERT, rows[0])
-            else:
-                conn.execute("BEGIN")
-                conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
+            try:
+                if len(rows) == 1:
+                    conn.execute(_statement(kept[0]), rows[0])
+                elif rows:
+                    conn.execute("BEGIN")
+                    if any("_if_missing" in f for f in kept):
+                        for f, row in zip(kept, rows, strict=True):
+                            conn.execute(_statement(f), row)
+                    else:
+                        conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+            except _ROW_ERRORS:  # a row SQLite refuses: write the rest one by one
+                if conn.in_transaction:
+                    conn.rollback()
+                self._one_by_one(conn, kept, rows)
             self._warned = False
         except (sqlite3.Error, OSError) as exc:
             if self._conn is not None and self._conn.in_transaction:
@@ -238,18 +340,48 @@ class TraceStore:
             if isinstance(exc, sqlite3.Error) and self._conn is not None and "lock" not in str(exc):
                 self._conn = None
             with self._lock:
-                self._pending[:0] = batch
+                self._pending[:0] = kept
                 del self._pending[:-10_000]
                 waiting = len(self._pending)
             if not self._warned:
                 self._warned = True
-                warnings.warn(
-                    f"labkit: trace database {self.path} is not writable ({exc}); "
-                    f"{waiting} row(s) kept in memory and retried on the next call. "
-                    "Fix the path/permissions or pass traces=<another path>.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+                self._warn(exc, waiting)
+
+    def _one_by_one(
+        self, conn: sqlite3.Connection, batch: list[dict[str, Any]], rows: list[tuple[Any, ...]]
+    ) -> None:
+        bad: list[tuple[dict[str, Any], BaseException]] = []
+        for f, row in zip(batch, rows, strict=True):
+            try:
+                conn.execute(_statement(f), row)
+            except _ROW_ERRORS as exc:
+                bad.append((f, exc))
+        self._reject(bad)
+
+    def _reject(self, bad: list[tuple[dict[str, Any], BaseException]]) -> None:
+        if not bad:
+            return
+        for f, exc in bad:
+            f.pop("_done", None)
+            f["_error"] = f"{type(exc).__name__}: {exc}"
+        self.rejected.extend(f for f, _ in bad)
+        del self.rejected[:-1000]
+        warnings.warn(
+            f"labkit: {len(bad)} trace row(s) could not be written to {self.path} "
+            f"({bad[0][1].__class__.__name__}: {bad[0][1]}) and were set aside in "
+            "TraceStore.rejected; every other row was written.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def _warn(self, exc: BaseException, waiting: int) -> None:
+        warnings.warn(
+            f"labkit: trace database {self.path} is not writable ({exc}); "
+            f"{waiting} row(s) kept in memory and retried on the next call. "
+            "Fix the path/permissions or pass traces=<another path>.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
 
     @property
     def pending(self) -> int:
@@ -315,11 +447,28 @@ class TraceStore:
         df["ts"] = pd.to_datetime(df["ts"], unit="s")
         return df
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued (waiting at most `timeout` s for a lock another process holds;
+        rows still queued then are dropped with a warning), then close. Never raises."""
         self._closed = True
         self._wake.set()
-        self.flush()
-        with self._write_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        try:
+            written = self.flush(timeout)
+        except Exception:
+            _log.exception("labkit traces: the last flush failed")
+            written = False
+        if not written or self._pending:
+            warnings.warn(
+                f"labkit: {len(self._pending)} trace row(s) could not be written to "
+                f"{self.path} before closing",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                if self._conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.close()
+                    self._conn = None
+            finally:
+                self._write_lock.release()

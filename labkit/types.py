@@ -10,7 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Completion", "Event", "EventKind", "Message", "Request", "Usage"]
+__all__ = [
+    "Completion",
+    "Event",
+    "EventKind",
+    "Message",
+    "Request",
+    "Usage",
+    "check_params",
+    "mend_text",
+]
 
 Message = dict[str, Any]
 
@@ -32,6 +41,66 @@ OUTPUT_PARAMS = frozenset(
         "n",
     }
 )
+
+
+def mend_text(text: str) -> str:
+    """`text`, or, when UTF-8 cannot encode it (a lone surrogate, as some models write), a copy
+    with those code points backslash-escaped ("\\ud800"). No UTF-8 sink (SQLite, parquet, CSV,
+    HTTP bodies, pandas' Arrow strings) can hold them, so labkit mends text where it enters:
+    replies, prompts and dataset fields. Returns `text` itself when it is fine."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _number(lo: float, hi: float, lo_open: bool = False) -> Any:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        return (lo < v if lo_open else lo <= v) and v <= hi  # NaN fails both
+
+    return ok
+
+
+def _integer(lo: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _stop(v: Any) -> bool:
+    return isinstance(v, str) or (
+        isinstance(v, list | tuple) and all(isinstance(s, str) for s in v) and len(v) <= 4
+    )
+
+
+# Allowed values of the output parameters, checked before any request is built: a provider
+# would reject most of these only after a round trip (some never do, and silently clamp).
+_PARAM_RULES: dict[str, tuple[Any, str]] = {
+    "max_tokens": (_integer(1), "a positive int (1 or more)"),
+    "temperature": (_number(0.0, 2.0), "a number in [0, 2]"),
+    "top_p": (_number(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
+    "top_k": (_integer(0), "an int >= 0 (0 = off)"),
+    "min_p": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "presence_penalty": (_number(-2.0, 2.0), "a number in [-2, 2]"),
+    "frequency_penalty": (_number(-2.0, 2.0), "a number in [-2, 2]"),
+    "repeat_penalty": (_number(0.0, float("inf"), lo_open=True), "a number > 0"),
+    "seed": (_integer(-(2**63)), "an int"),
+    "n": (_integer(1), "a positive int"),
+    "stop": (_stop, "a string or a list of at most 4 strings"),
+    "logit_bias": (lambda v: isinstance(v, dict), "a {token id: bias} mapping"),
+}
+
+
+def check_params(params: Any) -> None:
+    """Raise `InvalidParameter` for an output parameter of the wrong type or out of range
+    (None means "not set" and passes)."""
+    for name, value in params.items():
+        rule = _PARAM_RULES.get(name)
+        if rule is not None and value is not None and not rule[0](value):
+            from .errors import InvalidParameter
+
+            raise InvalidParameter(name, value, rule[1])
 
 
 class Usage(BaseModel):
@@ -102,6 +171,10 @@ class Completion(BaseModel):
     parsed: Any = None
     """A `labkit.structured.Parsed` when `schema=` was given (typed loosely so the cache-hit
     path never imports the parser)."""
+    origin: dict[str, Any] | None = None
+    """Where this answer was first produced: the attempt's trace row id, call id, run/item ids
+    and time. Stored with the cache entry, so a grid resumed after a crash can write the
+    attempt rows that were still queued when the process died."""
 
     def __str__(self) -> str:
         return self.text

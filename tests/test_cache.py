@@ -61,7 +61,10 @@ def test_values_are_json_text_never_pickle(tmp_path: Path) -> None:
 def test_corrupt_entry_is_a_logged_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = Cache(tmp_path / "c")
     cache._open().set("bad", "{not json")
-    cache._open().set("wrong", 12345)
+    import diskcache
+
+    with diskcache.Cache(str(tmp_path / "c")) as plain:  # labkit's own store refuses non-text
+        plain.set("wrong", 12345)
     with caplog.at_level(logging.WARNING, logger="labkit.cache"):
         assert cache.get("bad") is None
         assert cache.get("wrong") is None

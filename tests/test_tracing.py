@@ -24,6 +24,7 @@ def test_rows_are_redacted_before_they_are_written(tmp_path: Path) -> None:
         error=None,
         prompt_tokens=5,
     )
+    store.flush()  # rows are written by the background thread
     raw = (
         sqlite3.connect(tmp_path / "t.db").execute("SELECT prompt, response FROM traces").fetchone()
     )
@@ -67,6 +68,7 @@ def test_locked_database_warns_and_flushes_later(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     store = TraceStore(path)
     store.record(kind="attempt", model="m", status="ok")
+    store.flush()  # rows are written by the background thread; this one before the lock
     locker = sqlite3.connect(path, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     store.record(kind="attempt", model="m", status="ok", response="kept")  # batched
