@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -156,6 +157,10 @@ class Client:
                 from .backends.litellm_backend import LiteLLMBackend
 
                 self._backends["litellm"] = LiteLLMBackend()
+            elif kind == "openai_compat":
+                from .backends.openai_compat import OpenAICompatBackend
+
+                self._backends[kind] = OpenAICompatBackend(self.registry.capabilities)
             else:
                 raise ConfigError(
                     f"no backend registered for {model!r}; call client.add_backend({kind!r}, "
@@ -511,6 +516,11 @@ class Client:
 
     def close(self) -> None:
         if self._runner is not None:
+            inside = threading.current_thread() is self._runner.thread
+            for backend in self._backends.values():  # pooled connections live on our loop
+                if hasattr(backend, "aclose") and not inside:
+                    with contextlib.suppress(Exception):
+                        self._runner.submit(backend.aclose()).result(timeout=5)
             self._runner.close()
             self._runner = None
         if self.cache is not None:

@@ -93,6 +93,10 @@ class Fault:
     retry_after: float | None = None
     kind: str = "status"  # status | timeout | malformed | drop
     delay: float = 0.0
+    message: str | None = None
+    """The error body's message (default "scripted <status>")."""
+    code: str | None = None
+    """The error body's code, e.g. "context_length_exceeded" for a prompt over the window."""
 
 
 class FakeOpenAIServer:
@@ -132,6 +136,8 @@ class FakeOpenAIServer:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """Request headers, lower-cased, in arrival order (to check how a key was sent)."""
         self.responses: list[int] = []
         self._server = _QuietServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -171,10 +177,11 @@ class FakeOpenAIServer:
         self.stop()
 
     # ------------------------------------------------------------- behaviour
-    def _next(self, body: dict[str, Any]) -> tuple[int, Fault | None, str]:
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Fault | None, str]:
         with self._lock:
             n = len(self.requests)
             self.requests.append(body)
+            self.headers.append(headers)
             fault = self.faults[n] if n < len(self.faults) else None
             if fault is None and self.fault_rates:
                 u, acc = self._rng.random(), 0.0
@@ -223,7 +230,7 @@ class FakeOpenAIServer:
                         },
                     )
                     return
-                if not self.path.rstrip("/").endswith("chat/completions"):
+                if not self.path.split("?")[0].rstrip("/").endswith("chat/completions"):
                     self._json(
                         404,
                         {
@@ -234,7 +241,8 @@ class FakeOpenAIServer:
                         },
                     )
                     return
-                _, fault, text = server._next(body)
+                sent = {k.lower(): v for k, v in self.headers.items()}
+                _, fault, text = server._next(body, sent)
                 if fault is not None and fault.delay:
                     time.sleep(fault.delay)
                 if fault is not None and fault.kind == "timeout":
@@ -246,11 +254,10 @@ class FakeOpenAIServer:
                         headers["retry-after"] = f"{fault.retry_after:.3f}"
                         headers["retry-after-ms"] = str(int(fault.retry_after * 1000))
                     kind = "rate_limit_error" if fault.status == 429 else "server_error"
-                    self._json(
-                        fault.status,
-                        {"error": {"message": f"scripted {fault.status}", "type": kind}},
-                        headers,
-                    )
+                    error = {"message": fault.message or f"scripted {fault.status}", "type": kind}
+                    if fault.code is not None:
+                        error.update(type="invalid_request_error", code=fault.code)
+                    self._json(fault.status, {"error": error}, headers)
                     return
                 if server.latency:
                     time.sleep(server.latency)
