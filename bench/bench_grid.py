@@ -222,7 +222,8 @@ class Promptfoo:
         out = json.loads((self.work / "out.json").read_text())
         results = out["results"]["results"]
         errors = sum(1 for r in results if r.get("error"))
-        if done.returncode not in (0, 100) or len(results) != self.calls or errors:
+        # 0.120.0 can exit 1 from its log writer after the eval finished; the results decide.
+        if len(results) != self.calls or errors:
             raise RuntimeError(
                 f"promptfoo: exit {done.returncode}, {len(results)} results, {errors} errors: "
                 f"{done.stderr[-400:]}"
@@ -340,7 +341,8 @@ def main() -> None:
             client = make_client(None, tmp / f"fake{r}")
             client.add_backend("fake", FakeBackend(REPLY))
             fake_models = [f"fake/{m.split('/', 1)[1]}" for m in MODELS]
-            scripted.append(measure(experiment(client, rows, levels[0], fake_models).run)[1])
+            run = experiment(client, rows, levels[0], fake_models).run
+            scripted.append(measure(lambda: run(progress=False))[1])  # noqa: B023
             client.close()
     finally:
         if server.stdin is not None:

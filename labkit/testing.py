@@ -388,6 +388,10 @@ class FakeOpenAIServer:
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) closes its socket; that is expected, not an error."""
 
+    # Streams close their connection, so a grid at concurrency 200 opens 200 at once; the
+    # default backlog of 5 drops SYNs, and each drop costs the client a 1 s retransmit.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
 
