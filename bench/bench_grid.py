@@ -8,6 +8,7 @@ round (the machine is shared, so load drift hits every path alike):
 
 - ideal: calls x latency / concurrency (no client overhead at all);
 - raw aiohttp: one pooled session, SSE lines parsed with json.loads, nothing else (the floor);
+  with `--httpx`, the same on httpx (the measurement behind the transport's choice of aiohttp);
 - bare `litellm.acompletion`, streamed + `stream_chunk_builder` + `completion_cost`, on
   `--litellm-calls` calls only (at ~20 ms CPU per call the full grid would take minutes);
 - promptfoo 0.120.0 (`promptfoo eval -j C --no-cache`), when Node >= 20 and npm can install it
@@ -139,6 +140,36 @@ async def raw_aiohttp(requests: list[dict[str, Any]], url: str, c: int) -> None:
         await asyncio.gather(*(one(r) for r in requests))
 
 
+async def raw_httpx(requests: list[dict[str, Any]], url: str, c: int) -> None:
+    """The same floor on httpx, the other pooled client at hand (it decides the transport)."""
+    import httpx
+
+    sem = asyncio.Semaphore(c)
+    headers = {"authorization": f"Bearer {os.environ[KEY_ENV]}"}
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=c)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one(req: dict[str, Any]) -> None:
+            body = {
+                **req,
+                "model": req["model"].split("/", 1)[1],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            url_ = f"{url}/chat/completions"
+            async with sem, client.stream("POST", url_, json=body, headers=headers) as r:
+                parts, usage = [], None
+                async for line in r.aiter_lines():
+                    if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                        chunk = json.loads(line[5:])
+                        usage = chunk.get("usage") or usage
+                        for ch in chunk["choices"]:
+                            parts.append(ch["delta"].get("content") or "")
+                assert "".join(parts) == REPLY and usage
+
+        await asyncio.gather(*(one(r) for r in requests))
+
+
 async def bare_litellm(requests: list[dict[str, Any]], url: str, c: int) -> None:
     litellm = import_litellm()
     sem = asyncio.Semaphore(c)
@@ -258,6 +289,9 @@ def main() -> None:
     ap.add_argument("--litellm-calls", type=int, default=400)
     ap.add_argument("--promptfoo-dir", default="/tmp/pf", help="where promptfoo is installed")
     ap.add_argument("--no-promptfoo", action="store_true")
+    ap.add_argument(
+        "--httpx", action="store_true", help="add a raw httpx client (transport choice)"
+    )
     ap.add_argument("--profile", help="write a cProfile of one labkit run to this file")
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sk-bench-not-a-real-key")
@@ -278,7 +312,7 @@ def main() -> None:
     try:
         warm = make_client(url, tmp / "warm")
         requests = bare_requests(experiment(warm, rows, 50, MODELS))
-        calls = counts["raw"] = counts["labkit"] = len(requests)
+        calls = counts["raw"] = counts["labkit"] = counts["httpx"] = len(requests)
         lite_reqs = requests[: args.litellm_calls]
         counts["litellm"] = len(lite_reqs)
         note = "skipped (--no-promptfoo)" if args.no_promptfoo else None
@@ -301,6 +335,8 @@ def main() -> None:
                     "raw": lambda: asyncio.run(raw_aiohttp(requests, url, c)),  # noqa: B023
                     "litellm": lambda: asyncio.run(bare_litellm(lite_reqs, url, c)),  # noqa: B023
                 }
+                if args.httpx:
+                    paths["httpx"] = lambda: asyncio.run(raw_httpx(requests, url, c))  # noqa: B023
                 if pf is not None:
                     paths["promptfoo"] = lambda: pf.run(c)  # noqa: B023
                 client = make_client(url, tmp / f"c{c}r{r}")
@@ -364,6 +400,7 @@ def main() -> None:
     cpu_ms = {k: statistics.median(v) * 1000 for k, v in cpus.items()}
     labels = {
         "raw": "raw aiohttp client (floor)",
+        "httpx": "raw httpx client",
         "litellm": "litellm.acompletion, streamed",
         "promptfoo": f"promptfoo {PROMPTFOO} eval",
         "labkit": "labkit Experiment.run, fresh cache",

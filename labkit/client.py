@@ -289,7 +289,10 @@ class Client:
         )
         if len(self._schema_memo) > 256:
             self._schema_memo.clear()
-        kept = copy.deepcopy(schema) if isinstance(schema, dict) else schema
+        try:
+            kept = copy.deepcopy(schema) if isinstance(schema, dict) else schema
+        except Exception:  # an uncopyable value inside: just not memoised
+            return parts
         self._schema_memo[(id(schema), confidence)] = (kept, *parts)
         return parts
 

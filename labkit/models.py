@@ -9,6 +9,7 @@ run the free local model while prod runs a dated hosted one, and a rollback is a
     profile: dev
     models:                        # capabilities and transport; override litellm's model info
       openai/gpt-4o-mini-2024-07-18: {api_key_env: OPENAI_API_KEY}
+      openai/gpt-4o-2024-08-06: {transport: litellm}   # force litellm over the lean transport
     aliases:
       triage:
         default: local/smollm2-135m-json

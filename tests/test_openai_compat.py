@@ -314,3 +314,14 @@ def test_transport_setting_in_labkit_yaml(tmp_path: Path) -> None:
     path.write_text(f"models:\n  {MODEL}: {{transport: grpc}}\n")
     with pytest.raises(ConfigError, match="transport"):
         Registry.load(path)
+
+
+def test_a_schema_edited_in_place_is_not_served_from_the_memo(tmp_client: Client) -> None:
+    schema: dict[str, Any] = {"sentiment": ["positive", "negative"]}
+    first = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    again = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    assert again.messages == first.messages and again.key == first.key
+    schema["sentiment"].append("neutral")
+    edited = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    assert "neutral" in edited.messages[-1]["content"] and edited.key != first.key
+    assert "neutral" in str(edited.json_schema)

@@ -4,8 +4,8 @@ OpenAI, and any `api_base` server: vLLM, llama.cpp, OpenRouter, Together, Groq, 
 Why it exists: litellm's streamed path costs ~20 ms of CPU per call (chunk objects, the chunk
 builder, pricing), which caps a grid near 50 calls/s per core. Here one pooled aiohttp session
 per event loop posts the request and the SSE lines are parsed straight into a `Completion`
-(~0.5 ms per call). aiohttp, not httpx: on the loopback server it spent about a third of
-httpx's CPU per streamed call (`bench/bench_grid.py`).
+(~0.5 ms per call). aiohttp, not httpx: on the loopback server a raw aiohttp client spent
+about a quarter of a raw httpx client's CPU per streamed call (`bench/bench_grid.py --httpx`).
 
 litellm stays the source of model facts (prices, windows), looked up once per model, and the
 error types are the ones `LiteLLMBackend` raises for the same HTTP answers. The API key goes
@@ -186,15 +186,15 @@ class OpenAICompatBackend:
                 model=request.model,
                 raw=type(exc).__name__,
             ) from None
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise ProviderUnavailable(
-                f"malformed response body: {_scrub(str(exc), key)[:300]}",
-                model=request.model,
-                raw=type(exc).__name__,
-            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ProviderUnavailable(
                 f"connection failed: {_scrub(str(exc) or type(exc).__name__, key)[:300]}",
+                model=request.model,
+                raw=type(exc).__name__,
+            ) from None
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ProviderUnavailable(
+                f"malformed response body: {_scrub(str(exc), key)[:300]}",
                 model=request.model,
                 raw=type(exc).__name__,
             ) from None
