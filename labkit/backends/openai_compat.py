@@ -4,8 +4,8 @@ OpenAI, and any `api_base` server: vLLM, llama.cpp, OpenRouter, Together, Groq, 
 Why it exists: litellm's streamed path costs ~20 ms of CPU per call (chunk objects, the chunk
 builder, pricing), which caps a grid near 50 calls/s per core. Here one pooled aiohttp session
 per event loop posts the request and the SSE lines are parsed straight into a `Completion`
-(~0.5 ms per call). aiohttp, not httpx: on the loopback server a raw aiohttp client spent
-about a quarter of a raw httpx client's CPU per streamed call (`bench/bench_grid.py --httpx`).
+(~0.5 ms per call). aiohttp, not httpx: on the loopback server a raw aiohttp client spends
+well under half of a raw httpx client's CPU per streamed call (`bench/bench_grid.py --httpx`).
 
 litellm stays the source of model facts (prices, windows), looked up once per model, and the
 error types are the ones `LiteLLMBackend` raises for the same HTTP answers. The API key goes
