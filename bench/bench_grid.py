@@ -1,17 +1,24 @@
-"""Issue 6 benchmark: a 2,000-call grid through labkit beside bare litellm, in the same run.
+"""Grid throughput near the network floor: labkit beside a raw client, litellm and promptfoo.
 
-The grid is N items x 2 prompts x 2 models (default 500 x 2 x 2 = 2,000 calls) against the
-loopback OpenAI-compatible server (run in a child process, as a provider would be remote) at
-100 ms latency, concurrency 50. Figures, each a median over `--rounds` (interleaved, the order alternating,
-so load drift hits both paths alike):
+A 2,000-call grid (N items x 2 prompts x 2 models; default N = 500) against the loopback
+OpenAI-compatible server (a child process, as a provider would be remote) at 100 ms latency,
+at concurrency 50, 100 and 200. Every path sends the same messages (labkit's own, schema
+instructions included). Rows, each a median over `--rounds` with the path order rotated every
+round (the machine is shared, so load drift hits every path alike):
 
 - ideal: calls x latency / concurrency (no client overhead at all);
-- bare `litellm.acompletion` under an `asyncio.Semaphore(50)`, streamed with usage (the same
-  wire protocol labkit's backend speaks: it streams to measure time to first token) and, for
-  reference, not streamed. Requests are byte-identical to labkit's (same messages);
-- `Experiment.run()` on a fresh cache (goal: at least 0.95x the streamed baseline's throughput);
-- the same grid re-run from the cache (goal: under 2 s), and its peak Python heap (tracemalloc,
-  measured in a separate re-run because tracing slows Python down) and the process's max RSS.
+- raw aiohttp: one pooled session, SSE lines parsed with json.loads, nothing else (the floor);
+  with `--httpx`, the same on httpx (the measurement behind the transport's choice of aiohttp);
+- bare `litellm.acompletion`, streamed + `stream_chunk_builder` + `completion_cost`, on
+  `--litellm-calls` calls only (at ~20 ms CPU per call the full grid would take minutes);
+- promptfoo 0.120.0 (`promptfoo eval -j C --no-cache`), when Node >= 20 and npm can install it
+  into `--promptfoo-dir` (outside the repository); skipped with a note otherwise;
+- labkit `Experiment.run` on a fresh cache (lean transport, schema parse, traces).
+
+Then: labkit's own per-call CPU above the backend (the same grid on a scripted `FakeBackend`),
+and the grid re-run from the cache (goal < 0.5 s). CPU is process CPU (all threads; promptfoo's
+from its child processes) per call. Goals: labkit wall <= 1.3x raw aiohttp at concurrency 50
+(same-round ratio), <= 2 ms CPU per call, faster than promptfoo.
 
 Run: ``.venv/bin/python bench/bench_grid.py [--items 500] [--rounds 3] [--profile out.prof]``
 """
@@ -20,16 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,7 @@ from labkit.backends.litellm_backend import import_litellm  # noqa: E402
 from labkit.client import Client  # noqa: E402
 from labkit.experiment import Experiment  # noqa: E402
 from labkit.models import Registry  # noqa: E402
+from labkit.testing import FakeBackend  # noqa: E402
 
 MODELS = ["openai/gpt-4o-mini-2024-07-18", "openai/gpt-4o-2024-08-06"]
 PROMPTS = {
@@ -48,14 +56,15 @@ PROMPTS = {
     "careful": "Read the review and decide whether the customer liked the product.\n{{review}}",
 }
 SCHEMA = {"sentiment": ["positive", "negative"]}
+REPLY = json.dumps({"sentiment": "positive", "sentiment_confidence": 0.8})
 KEY_ENV = "LABKIT_BENCH_KEY"
-GOAL_RATIO, GOAL_CACHED_S = 0.95, 2.0
+PROMPTFOO = "0.120.0"
+GOAL_VS_RAW, GOAL_CPU_MS, GOAL_CACHED_S = 1.3, 2.0, 0.5
 
 SERVER = """
 import sys, json, time
 from labkit.testing import FakeOpenAIServer
-reply = json.dumps({"sentiment": "positive", "sentiment_confidence": 0.8})
-with FakeOpenAIServer(reply=reply, latency=float(sys.argv[1]), max_lifetime=3600) as s:
+with FakeOpenAIServer(reply=sys.argv[2], latency=float(sys.argv[1]), max_lifetime=3600) as s:
     print(s.url, flush=True)
     sys.stdin.read()  # until the parent closes our stdin
 """
@@ -73,20 +82,22 @@ def dataset(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def make_client(url: str, folder: Path) -> Client:
-    registry = Registry(models={m: {"api_base": url, "api_key_env": KEY_ENV} for m in MODELS})
-    return Client(registry=registry, cache_dir=folder / "cache", traces=folder / "traces.db")
+def make_client(url: str | None, folder: Path) -> Client:
+    models = {m: {"api_base": url, "api_key_env": KEY_ENV} for m in MODELS} if url else {}
+    return Client(
+        registry=Registry(models=models), cache_dir=folder / "cache", traces=folder / "traces.db"
+    )
 
 
-def experiment(client: Client, rows: list[dict[str, Any]], concurrency: int) -> Experiment:
+def experiment(client: Client, rows: list[dict[str, Any]], c: int, models: list[str]) -> Experiment:
     return Experiment(
-        rows, PROMPTS, MODELS, schema=SCHEMA, client=client, concurrency=concurrency,
+        rows, PROMPTS, models, schema=SCHEMA, client=client, concurrency=c,
         params={"temperature": 0}, name="bench",
     )  # fmt: skip
 
 
 def bare_requests(exp: Experiment) -> list[dict[str, Any]]:
-    """The exact messages labkit sends for every cell, so both paths send the same bytes."""
+    """The exact messages labkit sends for every cell, so every path sends the same bytes."""
     out = []
     for cell in exp._cells():
         p = exp.client.prepare(
@@ -97,178 +108,346 @@ def bare_requests(exp: Experiment) -> list[dict[str, Any]]:
     return out
 
 
-async def bare_litellm(
-    requests: list[dict[str, Any]], url: str, concurrency: int, stream: bool
-) -> float:
+# ----------------------------------------------------------------------------- the paths
+async def raw_aiohttp(requests: list[dict[str, Any]], url: str, c: int) -> None:
+    """The floor: what any client must do (post, read SSE, decode JSON, sum usage)."""
+    import aiohttp
+
+    sem = asyncio.Semaphore(c)
+    headers = {"authorization": f"Bearer {os.environ[KEY_ENV]}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(req: dict[str, Any]) -> None:
+            body = {
+                **req,
+                "model": req["model"].split("/", 1)[1],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            async with (
+                sem,
+                session.post(f"{url}/chat/completions", json=body, headers=headers) as r,
+            ):
+                parts, usage = [], None
+                async for line in r.content:
+                    if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+                        chunk = json.loads(line[5:])
+                        usage = chunk.get("usage") or usage
+                        for ch in chunk["choices"]:
+                            parts.append(ch["delta"].get("content") or "")
+                assert "".join(parts) == REPLY and usage
+
+        await asyncio.gather(*(one(r) for r in requests))
+
+
+async def raw_httpx(requests: list[dict[str, Any]], url: str, c: int) -> None:
+    """The same floor on httpx, the other pooled client at hand (it decides the transport)."""
+    import httpx
+
+    sem = asyncio.Semaphore(c)
+    headers = {"authorization": f"Bearer {os.environ[KEY_ENV]}"}
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=c)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def one(req: dict[str, Any]) -> None:
+            body = {
+                **req,
+                "model": req["model"].split("/", 1)[1],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            url_ = f"{url}/chat/completions"
+            async with sem, client.stream("POST", url_, json=body, headers=headers) as r:
+                parts, usage = [], None
+                async for line in r.aiter_lines():
+                    if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                        chunk = json.loads(line[5:])
+                        usage = chunk.get("usage") or usage
+                        for ch in chunk["choices"]:
+                            parts.append(ch["delta"].get("content") or "")
+                assert "".join(parts) == REPLY and usage
+
+        await asyncio.gather(*(one(r) for r in requests))
+
+
+async def bare_litellm(requests: list[dict[str, Any]], url: str, c: int) -> None:
     litellm = import_litellm()
-    sem = asyncio.Semaphore(concurrency)
+    sem = asyncio.Semaphore(c)
     key = os.environ[KEY_ENV]
 
     async def one(req: dict[str, Any]) -> None:
         async with sem:
             kw = {**req, "api_base": url, "api_key": key, "max_retries": 0}
-            if stream:
-                s = await litellm.acompletion(
-                    stream=True, stream_options={"include_usage": True}, **kw
-                )
-                chunks = [c async for c in s]
-                full = litellm.stream_chunk_builder(chunks, messages=req["messages"])
-            else:
-                full = await litellm.acompletion(**kw)
+            s = await litellm.acompletion(stream=True, stream_options={"include_usage": True}, **kw)
+            chunks = [ch async for ch in s]
+            full = litellm.stream_chunk_builder(chunks, messages=req["messages"])
             litellm.completion_cost(completion_response=full, model=req["model"])
 
-    start = time.perf_counter()
     await asyncio.gather(*(one(r) for r in requests))
-    return time.perf_counter() - start
 
 
-CPU: dict[str, list[float]] = {}
+class Promptfoo:
+    """promptfoo's CLI on a config that sends the same messages; None when it cannot run."""
+
+    def __init__(self, folder: Path, requests: list[dict[str, Any]], url: str) -> None:
+        self.folder = folder
+        self.bin = folder / "node_modules" / ".bin" / "promptfoo"
+        self.work = Path(tempfile.mkdtemp(prefix="labkit-bench-pf-"))
+        by_model: dict[str, list[str]] = {}
+        for r in requests:
+            by_model.setdefault(r["model"], []).append(r["messages"][-1]["content"])
+        messages = by_model[MODELS[0]]  # the same messages go to every model
+        assert all(v == messages for v in by_model.values())
+        (self.work / "tests.json").write_text(json.dumps([{"vars": {"m": m}} for m in messages]))
+        providers = [
+            {
+                "id": f"openai:chat:{m.split('/', 1)[1]}",
+                "config": {"apiBaseUrl": url, "apiKeyEnvar": KEY_ENV, "temperature": 0},
+            }
+            for m in MODELS
+        ]
+        config = {"prompts": ["{{m}}"], "providers": providers, "tests": "file://tests.json"}
+        (self.work / "promptfooconfig.yaml").write_text(json.dumps(config))
+        self.calls = len(messages) * len(MODELS)
+
+    @staticmethod
+    def setup(folder: Path) -> str | None:
+        """Install promptfoo into `folder` if needed; a reason string when it cannot run."""
+        node = shutil.which("node")
+        if node is None:
+            return "node is not installed"
+        version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+        if int(version.strip().lstrip("v").split(".")[0] or 0) < 20:
+            return f"promptfoo {PROMPTFOO} needs Node >= 20, found {version.strip()}"
+        package = folder / "node_modules" / "promptfoo"
+        if not (folder / "node_modules" / ".bin" / "promptfoo").exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                return "npm is not installed"
+            print(f"installing promptfoo@{PROMPTFOO} into {folder} (once) ...", flush=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            done = subprocess.run(
+                [npm, "install", "--prefix", str(folder), f"promptfoo@{PROMPTFOO}",
+                 "--no-audit", "--no-fund"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if done.returncode != 0:
+                return f"npm install failed: {done.stderr.strip().splitlines()[-1:]}"
+        link = package / "drizzle"  # 0.120.0 looks for its migrations here, ships them in dist/
+        if not link.exists() and (package / "dist" / "drizzle").is_dir():
+            link.symlink_to(Path("dist") / "drizzle")
+        return None
+
+    def run(self, c: int) -> None:
+        env = {
+            **os.environ,
+            "PROMPTFOO_DISABLE_TELEMETRY": "1",
+            "PROMPTFOO_DISABLE_UPDATE": "1",
+            "PROMPTFOO_CACHE_ENABLED": "false",
+            "PROMPTFOO_CONFIG_DIR": str(self.work / "home"),
+            "NO_COLOR": "1",
+        }
+        args = [str(self.bin), "eval", "-c", "promptfooconfig.yaml", "-j", str(c), "--no-cache",
+                "--no-progress-bar", "--no-table", "-o", "out.json"]  # fmt: skip
+        done = subprocess.run(args, cwd=self.work, env=env, capture_output=True, text=True)
+        out = json.loads((self.work / "out.json").read_text())
+        results = out["results"]["results"]
+        errors = sum(1 for r in results if r.get("error"))
+        # 0.120.0 can exit 1 from its log writer after the eval finished; the results decide.
+        if len(results) != self.calls or errors:
+            raise RuntimeError(
+                f"promptfoo: exit {done.returncode}, {len(results)} results, {errors} errors: "
+                f"{done.stderr[-400:]}"
+            )
 
 
-def timed(fn: Callable[[], Any], key: str | None = None) -> tuple[float, Any]:
-    """Wall time of fn(); its process CPU time (all threads) goes to CPU[key]."""
-    cpu, start = time.process_time(), time.perf_counter()
-    out = fn()
-    wall = time.perf_counter() - start
-    if key is not None:
-        CPU.setdefault(key, []).append(time.process_time() - cpu)
-    return wall, out
+# ----------------------------------------------------------------------------- measuring
+def measure(fn: Callable[[], Any], *, children: bool = False) -> tuple[float, float]:
+    """(wall s, CPU s) of fn(): this process's CPU (all threads), or its waited children's."""
+
+    def cpu() -> float:
+        if children:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+        return time.process_time()
+
+    c0, t0 = cpu(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, cpu() - c0
 
 
 async def _call(fn: Callable[[], Any]) -> None:
     fn()
 
 
-def run_baselines(
-    times: dict[str, list[float]], requests: list[dict[str, Any]], url: str, args: Any
-) -> None:
-    for kind, stream in (("stream", True), ("plain", False)):
-        if kind == "plain" and args.no_plain:
-            continue
-        coro = bare_litellm(requests, url, args.concurrency, stream)
-        elapsed, _ = timed(partial(asyncio.run, coro), kind)
-        times[kind].append(elapsed)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--items", type=int, default=500, help="dataset rows (calls = 4 x items)")
     ap.add_argument("--latency", type=float, default=0.1)
-    ap.add_argument("--concurrency", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-plain", action="store_true", help="skip the non-streamed baseline")
+    ap.add_argument("--concurrency", default="50,100,200")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--litellm-calls", type=int, default=400)
+    ap.add_argument("--promptfoo-dir", default="/tmp/pf", help="where promptfoo is installed")
+    ap.add_argument("--no-promptfoo", action="store_true")
+    ap.add_argument(
+        "--httpx", action="store_true", help="add a raw httpx client (transport choice)"
+    )
     ap.add_argument("--profile", help="write a cProfile of one labkit run to this file")
     args = ap.parse_args()
     os.environ.setdefault(KEY_ENV, "sk-bench-not-a-real-key")
+    levels = [int(c) for c in args.concurrency.split(",")]
 
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(args.latency)],
+        [sys.executable, "-c", SERVER, str(args.latency), REPLY],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     assert server.stdout is not None
     url = server.stdout.readline().strip()
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-grid-"))
     rows = dataset(args.items)
+    walls: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
+    ratios: dict[int, list[float]] = {}
+    counts: dict[str, int] = {}
     try:
-        # Warm-up (imports, litellm's model tables, connection setup) on a small grid, both paths.
         warm = make_client(url, tmp / "warm")
-        warm_exp = experiment(warm, rows[:25], args.concurrency)
-        requests_all = bare_requests(experiment(warm, rows, args.concurrency))
-        calls = len(requests_all)
-        asyncio.run(bare_litellm(requests_all[:100], url, args.concurrency, True))
-        warm_exp.run(progress=False, cache="off")
+        requests = bare_requests(experiment(warm, rows, 50, MODELS))
+        calls = counts["raw"] = counts["labkit"] = counts["httpx"] = len(requests)
+        lite_reqs = requests[: args.litellm_calls]
+        counts["litellm"] = len(lite_reqs)
+        note = "skipped (--no-promptfoo)" if args.no_promptfoo else None
+        pf: Promptfoo | None = None
+        if note is None:
+            note = Promptfoo.setup(Path(args.promptfoo_dir))
+        if note is None:
+            pf = Promptfoo(Path(args.promptfoo_dir), requests, url)
+            counts["promptfoo"] = pf.calls
+        # Warm-up: imports, litellm's tables, connections, node's module cache.
+        asyncio.run(raw_aiohttp(requests[:100], url, 50))
+        asyncio.run(bare_litellm(requests[:50], url, 50))
+        experiment(warm, rows[:25], 50, MODELS).run(progress=False, cache="off")
         warm.close()
 
-        times: dict[str, list[float]] = {"stream": [], "plain": [], "labkit": []}
         last: Experiment | None = None
-        for r in range(args.rounds):
-            # Alternate which path goes first, so drift within a round favours neither.
-            if r % 2 == 0:
-                run_baselines(times, requests_all, url, args)
-            client = make_client(url, tmp / f"round{r}")
-            exp = experiment(client, rows, args.concurrency)
-            if args.profile and r == 0:
-                import cProfile
+        for c in levels:
+            for r in range(args.rounds):
+                paths: dict[str, Callable[[], Any]] = {
+                    "raw": lambda: asyncio.run(raw_aiohttp(requests, url, c)),  # noqa: B023
+                    "litellm": lambda: asyncio.run(bare_litellm(lite_reqs, url, c)),  # noqa: B023
+                }
+                if args.httpx:
+                    paths["httpx"] = lambda: asyncio.run(raw_httpx(requests, url, c))  # noqa: B023
+                if pf is not None:
+                    paths["promptfoo"] = lambda: pf.run(c)  # noqa: B023
+                client = make_client(url, tmp / f"c{c}r{r}")
+                exp = experiment(client, rows, c, MODELS)
+                paths["labkit"] = lambda: exp.run(progress=False)  # noqa: B023
+                names = list(paths)
+                names = names[r % len(names) :] + names[: r % len(names)]
+                line = []
+                for name in names:
+                    profiling = args.profile and name == "labkit" and c == levels[0] and r == 0
+                    if profiling:
+                        import cProfile
 
-                prof = cProfile.Profile()  # the grid runs on the client's loop thread:
-                client.run(_call(prof.enable))  # profile that thread, not this one
-                elapsed, res = timed(partial(exp.run, progress=False), "labkit")
-                client.run(_call(prof.disable))
-                prof.dump_stats(args.profile)
-            else:
-                elapsed, res = timed(partial(exp.run, progress=False), "labkit")
-            errors = int(res.df["error"].notna().sum())
-            assert len(res) == calls, (len(res), calls)
-            times["labkit"].append(elapsed)
-            if r % 2 == 1:
-                run_baselines(times, requests_all, url, args)
-            print(
-                f"round {r + 1}: litellm streamed {times['stream'][-1]:.2f}s"
-                + (f", plain {times['plain'][-1]:.2f}s" if times["plain"] else "")
-                + f", labkit {elapsed:.2f}s ({errors} errors)",
-                flush=True,
-            )
-            if last is not None:
-                last.client.close()
-            last = exp
+                        prof = cProfile.Profile()  # the grid runs on the client's loop thread
+                        client.run(_call(prof.enable))
+                    wall, cpu = measure(paths[name], children=name == "promptfoo")
+                    if profiling:
+                        client.run(_call(prof.disable))
+                        prof.dump_stats(args.profile)
+                    if name == "labkit":
+                        errs = int(exp.results.df["error"].notna().sum())
+                        assert errs == 0 and len(exp.results) == calls, (errs, len(exp.results))
+                    walls.setdefault((name, c), []).append(wall)
+                    cpus.setdefault((name, c), []).append(cpu / counts[name])
+                    line.append(f"{name} {wall:.2f}s")
+                ratios.setdefault(c, []).append(walls["labkit", c][-1] / walls["raw", c][-1])
+                print(f"concurrency {c}, round {r + 1}: " + ", ".join(line), flush=True)
+                if last is not None:
+                    last.client.close()
+                last = exp
 
         assert last is not None
-        cached = []
-        for _ in range(3):
-            elapsed, res = timed(partial(last.run, progress=False), "cached")
-            assert bool(res.df["cache_hit"].all()), "re-run was not served from the cache"
-            cached.append(elapsed)
-        tracemalloc.start()
-        last.run(progress=False)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cached = [measure(lambda: last.run(progress=False)) for _ in range(3)]
+        assert bool(last.results.df["cache_hit"].all()), "re-run was not served from the cache"
         last.client.close()
+        scripted = []
+        for r in range(args.rounds):  # labkit's own work: the same grid on a scripted backend
+            client = make_client(None, tmp / f"fake{r}")
+            client.add_backend("fake", FakeBackend(REPLY))
+            fake_models = [f"fake/{m.split('/', 1)[1]}" for m in MODELS]
+            run = experiment(client, rows, levels[0], fake_models).run
+            scripted.append(measure(lambda: run(progress=False))[1])  # noqa: B023
+            client.close()
     finally:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=10)
 
-    ideal = calls * args.latency / args.concurrency
-    med = {k: statistics.median(v) for k, v in times.items() if v}
-    cached_s = statistics.median(cached)
-    base = med["stream"]
     print()
     print(
         f"grid: {args.items} items x {len(PROMPTS)} prompts x {len(MODELS)} models = {calls} "
-        f"calls, server latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}, "
-        f"medians of {args.rounds} round(s)"
+        f"calls (bare litellm: {counts['litellm']}), server latency {args.latency * 1000:.0f} ms, "
+        f"medians of {args.rounds} rounds, path order rotated each round"
     )
-    header = (
-        f"{'path':<44}{'wall s':>9}{'calls/s':>10}{'x ideal':>9}{'thru vs litellm':>17}"
-        f"{'CPU ms/call':>13}"
-    )
+    if note:
+        print(f"promptfoo: {note}")
+    header = f"{'path':<38}{'conc':>6}{'calls':>7}{'wall s':>9}{'x ideal':>9}{'CPU ms/call':>13}"
     print(header)
     print("-" * len(header))
-
-    def line(name: str, secs: float, key: str | None) -> None:
-        ratio = f"{base / secs:.3f}" if key else "-"
-        cpu = f"{statistics.median(CPU[key]) * 1000 / calls:.1f}" if key in CPU else "-"
-        print(
-            f"{name:<44}{secs:>9.2f}{calls / secs:>10.1f}{secs / ideal:>9.2f}{ratio:>17}{cpu:>13}"
-        )
-
-    line("ideal (calls x latency / concurrency)", ideal, None)
-    if "plain" in med:
-        line("litellm.acompletion, not streamed", med["plain"], "plain")
-    line("litellm.acompletion, streamed (baseline)", base, "stream")
-    line("labkit Experiment.run, fresh cache", med["labkit"], "labkit")
-    line("labkit Experiment.run, from cache", cached_s, "cached")
-    print()
-    ratio = base / med["labkit"]
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    cpu_ms = {k: statistics.median(v) * 1000 for k, v in cpus.items()}
+    labels = {
+        "raw": "raw aiohttp client (floor)",
+        "httpx": "raw httpx client",
+        "litellm": "litellm.acompletion, streamed",
+        "promptfoo": f"promptfoo {PROMPTFOO} eval",
+        "labkit": "labkit Experiment.run, fresh cache",
+    }
+    for c in levels:
+        ideal = calls * args.latency / c
+        print(f"{'ideal (calls x latency / concurrency)':<38}{c:>6}{calls:>7}{ideal:>9.2f}")
+        for name, label in labels.items():
+            if (name, c) in med:
+                n = counts[name]
+                x = med[name, c] / (n * args.latency / c)
+                print(
+                    f"{label:<38}{c:>6}{n:>7}{med[name, c]:>9.2f}{x:>9.2f}{cpu_ms[name, c]:>13.2f}"
+                )
+    cached_s = statistics.median(w for w, _ in cached)
+    above = statistics.median(scripted) * 1000 / calls
+    cached_ms = statistics.median(c for _, c in cached) * 1000 / calls
     print(
-        f"labkit throughput / litellm streamed: {ratio:.3f} (goal >= {GOAL_RATIO}: "
-        f"{'met' if ratio >= GOAL_RATIO else 'NOT met'})"
+        f"{'labkit re-run from the cache':<38}{levels[-1]:>6}{calls:>7}{cached_s:>9.2f}"
+        f"{'':>9}{cached_ms:>13.2f}"
+    )
+    print(f"labkit's own CPU above the backend (scripted FakeBackend): {above:.2f} ms/call")
+    print()
+    c0 = levels[0]
+    vs_raw = statistics.median(ratios[c0])
+    lk_cpu = cpu_ms["labkit", c0]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(
+        f"labkit wall / raw aiohttp at concurrency {c0} (median of same-round ratios): "
+        f"{vs_raw:.2f} (goal <= {GOAL_VS_RAW}: {verdict(vs_raw <= GOAL_VS_RAW)}); at "
+        + ", ".join(f"{c}: {statistics.median(ratios[c]):.2f}" for c in levels[1:])
     )
     print(
-        f"cached re-run: {cached_s:.2f} s (goal < {GOAL_CACHED_S} s: "
-        f"{'met' if cached_s < GOAL_CACHED_S else 'NOT met'}); peak traced heap "
-        f"{peak / 2**20:.1f} MiB; process max RSS {rss_mb:.0f} MiB"
+        f"labkit CPU per call: {lk_cpu:.2f} ms (goal <= {GOAL_CPU_MS}: {verdict(lk_cpu <= GOAL_CPU_MS)})"
+    )
+    if ("promptfoo", c0) in med:
+        faster = [med["promptfoo", c] / med["labkit", c] for c in levels]
+        print(
+            "promptfoo wall / labkit wall: "
+            + ", ".join(f"{c}: {f:.2f}" for c, f in zip(levels, faster, strict=True))
+            + f" (goal > 1: {verdict(min(faster) > 1)})"
+        )
+    print(
+        f"cached re-run of {calls} calls: {cached_s:.3f} s (goal < {GOAL_CACHED_S}: {verdict(cached_s < GOAL_CACHED_S)})"
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -125,6 +126,7 @@ class Client:
         self._backends: dict[str, Backend] = dict(backends or {})
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
+        self._schema_memo: dict[tuple[int, bool], tuple[Any, dict[str, Any] | None, str]] = {}
 
     # ------------------------------------------------------------------ parts
     @property
@@ -157,6 +159,10 @@ class Client:
                 from .backends.litellm_backend import LiteLLMBackend
 
                 self._backends["litellm"] = LiteLLMBackend()
+            elif kind == "openai_compat":
+                from .backends.openai_compat import OpenAICompatBackend
+
+                self._backends[kind] = OpenAICompatBackend(self.registry.capabilities)
             else:
                 raise ConfigError(
                     f"no backend registered for {model!r}; call client.add_backend({kind!r}, "
@@ -243,10 +249,8 @@ class Client:
         res = reg.resolve(model, profile=profile or self.profile, ab_key=ab_key)
         json_schema = None
         if schema is not None:
-            from .structured import json_instructions, response_format
-
-            json_schema = response_format(schema, confidence=confidence).get("schema")
-            msgs = _append_instructions(msgs, json_instructions(schema, confidence=confidence))
+            json_schema, instructions = self._schema_parts(schema, confidence)
+            msgs = _append_instructions(msgs, instructions)
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
         merged = {**res.info.params, **out_params}
         check_params(merged)
@@ -271,6 +275,29 @@ class Client:
             key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
         )
+
+    def _schema_parts(self, schema: Any, confidence: bool) -> tuple[dict[str, Any] | None, str]:
+        """(JSON Schema, prompt instructions) of `schema`, memoised: a grid asks for the same
+        schema thousands of times, and deriving both was a third of a cache hit's CPU. A dict
+        schema is compared by value (it may have been edited in place), anything else by
+        identity."""
+        memo = self._schema_memo.get((id(schema), confidence))
+        if memo is not None and (memo[0] is schema or memo[0] == schema):
+            return memo[1], memo[2]
+        from .structured import json_instructions, response_format
+
+        parts = (
+            response_format(schema, confidence=confidence).get("schema"),
+            json_instructions(schema, confidence=confidence),
+        )
+        if len(self._schema_memo) > 256:
+            self._schema_memo.clear()
+        try:
+            kept = copy.deepcopy(schema) if isinstance(schema, dict) else schema
+        except Exception:  # an uncopyable value inside: just not memoised
+            return parts
+        self._schema_memo[(id(schema), confidence)] = (kept, *parts)
+        return parts
 
     def lookup(self, p: _Prepared) -> Completion | None:
         """The cache-hit path: stored completion, flagged, parsed and traced; None on a miss."""
@@ -552,6 +579,11 @@ class Client:
 
     def close(self) -> None:
         if self._runner is not None:
+            inside = threading.current_thread() is self._runner.thread
+            for backend in self._backends.values():  # pooled connections live on our loop
+                if hasattr(backend, "aclose") and not inside:
+                    with contextlib.suppress(Exception):
+                        self._runner.submit(backend.aclose()).result(timeout=5)
             self._runner.close()
             self._runner = None
         if self.cache is not None:

@@ -9,6 +9,7 @@ run the free local model while prod runs a dated hosted one, and a rollback is a
     profile: dev
     models:                        # capabilities and transport; override litellm's model info
       openai/gpt-4o-mini-2024-07-18: {api_key_env: OPENAI_API_KEY}
+      openai/gpt-4o-2024-08-06: {transport: litellm}   # force litellm over the lean transport
     aliases:
       triage:
         default: local/smollm2-135m-json
@@ -28,7 +29,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,6 +66,15 @@ _PROVIDERS = frozenset(
 # hosted_vllm, ...) take any name and are never checked.
 _CATALOGUED = frozenset(("openai", "anthropic", "gemini", "mistral", "deepseek", "xai", "groq"))
 _KNOWN_IDS: dict[str, frozenset[str]] = {}
+# Providers whose servers speak OpenAI's chat-completions protocol given an `api_base` (openai
+# and azure without one too): they take the lean transport (labkit.backends.openai_compat).
+# The rest (anthropic, gemini, bedrock, ollama's native API, ...) keep litellm's translation.
+_OPENAI_COMPATIBLE = frozenset(
+    (
+        "openai azure hosted_vllm openrouter together_ai groq deepseek fireworks_ai xai "
+        "perplexity deepinfra lm_studio llamafile nvidia_nim cerebras sambanova anyscale"
+    ).split()
+)
 _PINNED = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}$|@|:\d|-v\d|-\d{3,4}$|-\d{2}-\d{4})")
 
 
@@ -87,6 +97,8 @@ class ModelInfo(BaseModel):
     """Whether the provider has a native JSON mode / response_format."""
     input_cost_per_token: float | None = Field(None, ge=0)
     output_cost_per_token: float | None = Field(None, ge=0)
+    cached_input_cost_per_token: float | None = Field(None, ge=0)
+    """Price of a prompt token served from the provider's prompt cache (None: full price)."""
     api_base: str | None = None
     """Endpoint override (a proxy, a self-hosted server, the loopback test server)."""
     api_key_env: str | None = None
@@ -94,15 +106,27 @@ class ModelInfo(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     """Default generation parameters for this model (merged under the call's own)."""
 
+    transport: Literal["auto", "litellm", "openai_compat"] = "auto"
+    """How to reach a hosted model: "auto" takes the lean OpenAI-compatible transport for
+    openai/, azure/ and OpenAI-compatible `api_base` servers, litellm for the rest; "litellm"
+    forces litellm (e.g. for a provider quirk it handles); "openai_compat" forces the lean one."""
+
     @property
     def backend(self) -> str:
-        return (
-            self.id.split("/", 1)[0] if self.id.split("/", 1)[0] in ("local", "fake") else "litellm"
-        )
+        """Which backend serves this model: local, fake, openai_compat or litellm."""
+        provider = self.id.split("/", 1)[0]
+        if provider in ("local", "fake"):
+            return provider
+        if self.transport == "auto":
+            lean = provider in ("openai", "azure") or bool(
+                self.api_base and (provider in _OPENAI_COMPATIBLE or provider not in _PROVIDERS)
+            )
+            return "openai_compat" if lean else "litellm"
+        return self.transport
 
     @property
     def pinned(self) -> bool:
-        return self.backend != "litellm" or bool(_PINNED.search(self.id.split("/", 1)[-1]))
+        return self.backend in ("local", "fake") or bool(_PINNED.search(self.id.split("/", 1)[-1]))
 
 
 LOCAL_MODELS: dict[str, ModelInfo] = {
@@ -211,6 +235,7 @@ class Registry:
         )
         self._default_profile = profile
         self._resolved: dict[tuple[str, str], Resolution] = {}
+        self._capabilities: dict[str, tuple[ModelInfo | None, ModelInfo]] = {}
         self._check()
 
     # ----------------------------------------------------------------- loading
@@ -399,12 +424,16 @@ class Registry:
     def capabilities(self, model: str) -> ModelInfo:
         """Registry entry merged over litellm's model info (imports litellm for remote models)."""
         info = self.info(model)
-        if info.backend != "litellm" or None not in (
+        if info.backend in ("local", "fake") or None not in (
             info.context_window,
             info.max_output_tokens,
             info.json_mode,
         ):
             return info
+        entry = self.models.get(model)
+        memo = self._capabilities.get(model)
+        if memo is not None and memo[0] is entry:  # litellm asked once per model and entry
+            return memo[1]
         from .backends.litellm_backend import litellm_model_info
 
         found = litellm_model_info(model)
@@ -412,7 +441,9 @@ class Registry:
             **{k: v for k, v in found.items() if v is not None},
             **info.model_dump(exclude_none=True),
         }
-        return ModelInfo(**merged)
+        caps = ModelInfo(**merged)
+        self._capabilities[model] = (entry, caps)
+        return caps
 
 
 def _known_ids(provider: str) -> frozenset[str]:

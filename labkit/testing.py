@@ -98,6 +98,9 @@ class Fault:
     kind: str = "status"  # status | timeout | malformed | drop
     delay: float = 0.0
     message: str | None = None
+    """The error body's message (default "scripted <status>")."""
+    code: str | None = None
+    """The error body's code, e.g. "context_length_exceeded" for a prompt over the window."""
 
 
 class FakeOpenAIServer:
@@ -137,6 +140,8 @@ class FakeOpenAIServer:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """Request headers, lower-cased, in arrival order (to check how a key was sent)."""
         self.responses: list[int] = []
         self._server = _QuietServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -176,10 +181,11 @@ class FakeOpenAIServer:
         self.stop()
 
     # ------------------------------------------------------------- behaviour
-    def _next(self, body: dict[str, Any]) -> tuple[int, Fault | None, str]:
+    def _next(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Fault | None, str]:
         with self._lock:
             n = len(self.requests)
             self.requests.append(body)
+            self.headers.append(headers)
             fault = self.faults[n] if n < len(self.faults) else None
             if fault is None and self.fault_rates:
                 u, acc = self._rng.random(), 0.0
@@ -228,7 +234,7 @@ class FakeOpenAIServer:
                         },
                     )
                     return
-                if not self.path.rstrip("/").endswith("chat/completions"):
+                if not self.path.split("?")[0].rstrip("/").endswith("chat/completions"):
                     self._json(
                         404,
                         {
@@ -239,7 +245,8 @@ class FakeOpenAIServer:
                         },
                     )
                     return
-                _, fault, text = server._next(body)
+                sent = {k.lower(): v for k, v in self.headers.items()}
+                _, fault, text = server._next(body, sent)
                 if fault is not None and fault.delay:
                     time.sleep(fault.delay)
                 if fault is not None and fault.kind == "timeout":
@@ -255,11 +262,10 @@ class FakeOpenAIServer:
                     if fault.message is not None:
                         auth = self.headers.get("authorization") or ""
                         message = fault.message.replace("{api_key}", auth.split(" ", 1)[-1])
-                    self._json(
-                        fault.status,
-                        {"error": {"message": message, "type": kind}},
-                        headers,
-                    )
+                    error = {"message": message, "type": kind}
+                    if fault.code is not None:
+                        error.update(type="invalid_request_error", code=fault.code)
+                    self._json(fault.status, {"error": error}, headers)
                     return
                 if server.latency:
                     time.sleep(server.latency)
@@ -389,6 +395,10 @@ class FakeOpenAIServer:
 
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) closes its socket; that is expected, not an error."""
+
+    # Streams close their connection, so a grid at concurrency 200 opens 200 at once; the
+    # default backlog of 5 drops SYNs, and each drop costs the client a 1 s retransmit.
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys

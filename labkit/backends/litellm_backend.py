@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..types import Completion, Message, Request, Usage
 
-__all__ = ["LiteLLMBackend", "import_litellm", "litellm_model_info"]
+__all__ = ["LiteLLMBackend", "import_litellm", "litellm_model_info", "litellm_token_count"]
 
 
 def import_litellm() -> Any:
@@ -48,7 +48,17 @@ def litellm_model_info(model: str) -> dict[str, Any]:
         "json_mode": bool(info.get("supports_response_schema")) or None,
         "input_cost_per_token": info.get("input_cost_per_token"),
         "output_cost_per_token": info.get("output_cost_per_token"),
+        "cached_input_cost_per_token": info.get("cache_read_input_token_cost"),
     }
+
+
+def litellm_token_count(model: str, messages: list[Message]) -> int | None:
+    """Prompt tokens by litellm's tokenizer for `model`; None when it cannot tell."""
+    litellm = import_litellm()
+    try:
+        return int(litellm.token_counter(model=model, messages=messages))
+    except Exception:
+        return None
 
 
 class LiteLLMBackend:
@@ -125,11 +135,7 @@ class LiteLLMBackend:
         )
 
     def count_tokens(self, model: str, messages: list[Message]) -> int | None:
-        litellm = import_litellm()
-        try:
-            return int(litellm.token_counter(model=model, messages=messages))
-        except Exception:
-            return None
+        return litellm_token_count(model, messages)
 
 
 def _has_content(chunk: Any) -> bool:

@@ -1,0 +1,327 @@
+"""The lean OpenAI-compatible transport, against the loopback server, beside real litellm.
+
+Parity: the same request on the same server, once through `OpenAICompatBackend` and once
+through `LiteLLMBackend`, gives the same Completion fields and the same error types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit.backends.litellm_backend import LiteLLMBackend
+from labkit.backends.openai_compat import OpenAICompatBackend
+from labkit.client import Client
+from labkit.errors import (
+    AuthError,
+    BadRequest,
+    ConfigError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from labkit.models import Registry
+from labkit.testing import FakeOpenAIServer, Fault
+from labkit.types import Completion, Request
+
+MODEL = "openai/gpt-4o-mini-2024-07-18"
+KEY = "sk-test-0123456789abcdefghijklmnop"
+MESSAGES = [{"role": "user", "content": "Capital of France, in one short sentence?"}]
+
+
+def _request(server: FakeOpenAIServer, **kw: Any) -> Request:
+    transport = {"api_base": server.url, "api_key": KEY, **kw.pop("transport", {})}
+    return Request(
+        model=kw.pop("model", MODEL), messages=MESSAGES, transport=transport, **kw
+    )  # fmt: skip
+
+
+def _both(request: Request) -> list[Completion | BaseException]:
+    """The request through the lean backend, then through litellm, each on a fresh loop."""
+
+    async def run(backend: Any) -> Completion | BaseException:
+        try:
+            return await backend.generate(request)  # type: ignore[no-any-return]
+        except ProviderError as exc:
+            return exc
+        finally:
+            if hasattr(backend, "aclose"):
+                await backend.aclose()
+
+    return [asyncio.run(run(OpenAICompatBackend())), asyncio.run(run(LiteLLMBackend()))]
+
+
+def _fields(done: Completion) -> dict[str, Any]:
+    choice = done.raw["choices"][0]
+    return {
+        "text": done.text,
+        "model": done.model,
+        "usage": done.usage.model_dump(),
+        "finish_reason": done.finish_reason,
+        "raw_content": choice["message"]["content"],
+        "raw_finish": choice["finish_reason"],
+        "raw_usage": {k: done.raw["usage"][k] for k in ("prompt_tokens", "completion_tokens")},
+        "raw_cached": done.raw["usage"]["prompt_tokens_details"]["cached_tokens"],
+    }
+
+
+def test_streamed_answer_usage_cached_tokens_cost_and_ttft_match_litellm() -> None:
+    reply = "Paris is the capital of France."
+    with FakeOpenAIServer(reply=reply, cached_tokens=4, chunk_delay=0.01, max_lifetime=60) as s:
+        lean, lite = _both(_request(s, params={"temperature": 0, "seed": 7, "max_tokens": 20}))
+        lean_body, lite_body = s.requests
+        lean_headers = s.headers[0]
+    assert isinstance(lean, Completion) and isinstance(lite, Completion), (lean, lite)
+    assert _fields(lean) == _fields(lite)
+    assert lean.text == reply and lean.usage.cached_tokens == 4 and lean.usage.prompt_tokens > 4
+    assert lean.cost_usd > 0 and math.isclose(lean.cost_usd, lite.cost_usd, rel_tol=1e-9)
+    for done in (lean, lite):  # the first word arrives before the last (6 chunks, 10 ms apart)
+        assert done.ttft_s is not None and 0 < done.ttft_s < done.latency_s
+    # The same wire request: model name, messages, output params, streamed with usage.
+    for key in ("model", "messages", "temperature", "seed", "max_tokens", "stream"):
+        assert lean_body[key] == lite_body[key], key
+    assert lean_body["stream_options"] == {"include_usage": True}
+    assert lean_headers["authorization"] == f"Bearer {KEY}"
+    assert KEY not in str(lean_body)
+
+
+@pytest.mark.parametrize("with_schema", [True, False], ids=["json_schema", "json_object"])
+def test_json_mode_sends_the_same_response_format(with_schema: bool) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    with FakeOpenAIServer(reply='{"city": "Paris"}', max_lifetime=60) as s:
+        request = _request(s, json_mode=True, json_schema=schema if with_schema else None)
+        lean, lite = _both(request)
+        lean_body, lite_body = s.requests
+    assert isinstance(lean, Completion) and isinstance(lite, Completion)
+    assert _fields(lean) == _fields(lite)
+    expected = (
+        {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+        if with_schema
+        else {"type": "json_object"}
+    )
+    assert lean_body["response_format"] == expected
+    assert lite_body["response_format"]["type"] == expected["type"]
+    if with_schema:
+        assert lite_body["response_format"]["json_schema"]["schema"] == schema
+
+
+OVERFLOW = Fault(
+    400,
+    code="context_length_exceeded",
+    message="This model's maximum context length is 128000 tokens. However, your messages "
+    "resulted in 130512 tokens. Please reduce the length of the messages.",
+)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault(429, retry_after=0.25), RateLimited),
+        (Fault(500), ProviderUnavailable),
+        (Fault(503), ProviderUnavailable),
+        (Fault(kind="timeout"), ProviderTimeout),
+        (Fault(kind="malformed"), ProviderUnavailable),
+        (Fault(401), AuthError),
+        (Fault(400), BadRequest),
+        (OVERFLOW, BadRequest),
+    ],
+    ids=["429", "500", "503", "timeout", "malformed", "401", "400", "context-overflow"],
+)
+def test_each_fault_maps_to_the_same_error_type(fault: Fault, error: type) -> None:
+    with FakeOpenAIServer(faults=[fault, fault], timeout_delay=1.5, max_lifetime=60) as s:
+        lean, lite = _both(_request(s, transport={"timeout": 0.4}))
+    assert type(lean) is error and type(lite) is error, (lean, lite)
+    assert isinstance(lean, ProviderError) and isinstance(lite, ProviderError)
+    assert lean.retryable == lite.retryable and lean.model == lite.model == MODEL
+    if fault.kind == "status":
+        assert lean.status == lite.status == fault.status
+    if fault.retry_after is not None:
+        assert lean.retry_after == lite.retry_after == pytest.approx(0.25)
+    if fault is OVERFLOW:
+        assert "context window exceeded" in str(lean) and "context window exceeded" in str(lite)
+
+
+def test_api_key_never_reaches_an_exception_or_a_trace(tmp_path: Path) -> None:
+    # A provider that echoes the key in its error body (OpenAI does, partly masked).
+    echo = Fault(401, message=f"Incorrect API key provided: {KEY}.")
+    with FakeOpenAIServer(faults=[echo, echo], max_lifetime=60) as s:
+        with pytest.raises(AuthError) as err:
+            asyncio.run(OpenAICompatBackend().generate(_request(s)))
+        assert KEY not in str(err.value) and KEY not in repr(err.value.raw)
+        assert err.value.__cause__ is None and "[api key]" in str(err.value)
+        client = _client(tmp_path, s)
+        with pytest.raises(AuthError) as err2:
+            client.generate("hi", model=MODEL)
+        assert KEY not in str(err2.value)
+        rows = client.traces()
+        assert not rows.astype(str).apply(lambda col: col.str.contains(KEY)).any().any()
+        assert s.headers[-1]["authorization"] == f"Bearer {KEY}"
+        client.close()
+
+
+def test_a_missing_key_for_openai_is_an_auth_error_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    request = Request(model=MODEL, messages=MESSAGES)
+    with pytest.raises(AuthError, match="api_key_env"):
+        asyncio.run(OpenAICompatBackend().generate(request))
+
+
+def test_azure_deployment_url_and_api_key_header() -> None:
+    with FakeOpenAIServer(reply="hello from azure", max_lifetime=60) as s:
+        base = s.url.removesuffix("/v1")
+        request = Request(
+            model="azure/my-gpt4o-deployment",
+            messages=MESSAGES,
+            transport={"api_base": base, "api_key": KEY, "api_version": "2024-10-21"},
+        )
+        done = asyncio.run(_once(request))
+        assert done.text == "hello from azure"
+        assert s.headers[0]["api-key"] == KEY and "authorization" not in s.headers[0]
+        assert s.requests[0]["model"] == "my-gpt4o-deployment"
+    with pytest.raises(ConfigError, match="AZURE_API_BASE"):
+        asyncio.run(_once(Request(model="azure/x", messages=MESSAGES, transport={"api_key": KEY})))
+
+
+async def _once(request: Request) -> Completion:
+    backend = OpenAICompatBackend()
+    try:
+        return await backend.generate(request)
+    finally:
+        await backend.aclose()
+
+
+def test_cost_is_tokens_times_the_registry_price() -> None:
+    prices = {
+        "input_cost_per_token": 2e-6,
+        "output_cost_per_token": 8e-6,
+        "cached_input_cost_per_token": 5e-7,
+    }
+    seen: list[str] = []
+
+    def info(model: str) -> dict[str, float]:
+        seen.append(model)
+        return prices
+
+    with FakeOpenAIServer(reply="one two three", cached_tokens=3, max_lifetime=60) as s:
+        backend = OpenAICompatBackend(info)
+
+        async def twice() -> list[Completion]:
+            out = [await backend.generate(_request(s)) for _ in range(2)]
+            await backend.aclose()
+            return out
+
+        done = asyncio.run(twice())[1]
+    u = done.usage
+    expected = (u.prompt_tokens - 3) * 2e-6 + 3 * 5e-7 + u.completion_tokens * 8e-6
+    assert u.cached_tokens == 3 and done.cost_usd == pytest.approx(expected)
+    assert seen == [MODEL]  # model facts looked up once per model, not per call
+
+
+def test_one_pool_per_event_loop_closed_by_client_close(tmp_path: Path) -> None:
+    with FakeOpenAIServer(reply="pooled", max_lifetime=60) as s:
+        backend = OpenAICompatBackend()
+        sessions = []
+
+        async def call() -> None:
+            await backend.generate(_request(s))
+            await backend.generate(_request(s))
+            sessions.append(await backend._session())
+
+        asyncio.run(call())
+        assert sessions[0].closed  # closed with its loop: asyncio.run shuts async gens down
+        asyncio.run(call())  # a new loop gets its own session; the dead loop's one is dropped
+        assert sessions[0] is not sessions[1] and sessions[1].closed
+        assert [v[0] for v in backend._sessions.values()] == [sessions[1]]
+
+        client = _client(tmp_path, s)
+        client.generate("one", model=MODEL)
+        client.generate("two", model=MODEL)
+        lean = client.backend_for(MODEL)
+        assert isinstance(lean, OpenAICompatBackend) and len(lean._sessions) == 1
+        ((session, _),) = lean._sessions.values()
+        client.close()
+        assert session.closed and not lean._sessions
+
+
+def _client(tmp_path: Path, server: FakeOpenAIServer, **model: Any) -> Client:
+    reg = Registry(
+        models={MODEL: {"api_base": server.url, "api_key_env": "LABKIT_TEST_KEY", **model}},
+        policy={"retry": {"max_attempts": 1}},
+    )
+    import os
+
+    os.environ["LABKIT_TEST_KEY"] = KEY
+    return Client(registry=reg, cache_dir=tmp_path / "c", traces=tmp_path / "t.db")
+
+
+def test_client_paths_agree_through_cache_parse_and_traces(tmp_path: Path) -> None:
+    reply = '{"sentiment": "positive", "sentiment_confidence": 0.9}'
+    schema = {"sentiment": ["positive", "negative"]}
+    out = {}
+    with FakeOpenAIServer(reply=reply, cached_tokens=2, max_lifetime=60) as s:
+        for transport in ("auto", "litellm"):
+            client = _client(tmp_path / transport, s, transport=transport)
+            kind = type(client.backend_for(MODEL)).__name__
+            done = client.generate("Loved it.", model=MODEL, schema=schema, temperature=0)
+            again = client.generate("Loved it.", model=MODEL, schema=schema, temperature=0)
+            row = client.traces(kind="attempt").iloc[0]
+            out[kind] = (done, again, row)
+            client.close()
+    (lean, lean_hit, lean_row), (lite, _, lite_row) = (
+        out["OpenAICompatBackend"],
+        out["LiteLLMBackend"],
+    )
+    assert lean.parsed.value == lite.parsed.value == {"sentiment": "positive"}
+    assert lean.cache_key == lite.cache_key and lean_hit.cache_hit
+    assert lean.usage == lite.usage and lean.cost_usd == pytest.approx(lite.cost_usd)
+    for col in ("status", "prompt_tokens", "completion_tokens", "cached_tokens", "parse_ok"):
+        assert lean_row[col] == lite_row[col], col
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "backend"),
+    [
+        (MODEL, {}, "openai_compat"),
+        ("azure/my-deployment", {}, "openai_compat"),
+        (MODEL, {"transport": "litellm"}, "litellm"),
+        ("hosted_vllm/llama-3-8b", {"api_base": "http://127.0.0.1:9/v1"}, "openai_compat"),
+        ("myserver/llama-3-8b", {"api_base": "http://127.0.0.1:9/v1"}, "openai_compat"),
+        ("hosted_vllm/llama-3-8b", {}, "litellm"),
+        ("anthropic/claude-3-5-sonnet-20241022", {"api_base": "http://x/v1"}, "litellm"),
+        ("mistral/mistral-large-2411", {"transport": "openai_compat"}, "openai_compat"),
+        ("local/smollm2-135m", {}, "local"),
+    ],
+)
+def test_backend_choice(model: str, fields: dict[str, Any], backend: str) -> None:
+    assert Registry(models={model: fields}).info(model).backend == backend
+
+
+def test_transport_setting_in_labkit_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "labkit.yaml"
+    path.write_text(f"models:\n  {MODEL}: {{transport: litellm}}\n")
+    client = Client(registry=path, cache_dir=None, traces=tmp_path / "t.db")
+    assert isinstance(client.backend_for(MODEL), LiteLLMBackend)
+    client.close()
+    path.write_text(f"models:\n  {MODEL}: {{transport: grpc}}\n")
+    with pytest.raises(ConfigError, match="transport"):
+        Registry.load(path)
+
+
+def test_a_schema_edited_in_place_is_not_served_from_the_memo(tmp_client: Client) -> None:
+    schema: dict[str, Any] = {"sentiment": ["positive", "negative"]}
+    first = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    again = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    assert again.messages == first.messages and again.key == first.key
+    schema["sentiment"].append("neutral")
+    edited = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
+    assert "neutral" in edited.messages[-1]["content"] and edited.key != first.key
+    assert "neutral" in str(edited.json_schema)
