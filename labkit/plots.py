@@ -12,7 +12,7 @@ exception), which keeps them quick to build and small inside an HTML report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "coverage_chart",
     "forest_chart",
     "latency_chart",
+    "money",
     "reliability_chart",
     "repair_chart",
     "success_chart",
@@ -60,6 +61,9 @@ def _figure(
         "hoverlabel": {"align": "left"},
         "margin": {"l": 70, "r": 30, "t": 70, "b": 70},
         "legend": {"title": {"text": ""}},
+        # A fixed height: with only autosize, a window resize while the chart sits in a
+        # hidden tab measures a 0-px container and leaves the chart 0 px high.
+        "height": 420,
     }
     for key in ("xaxis", "yaxis"):
         base[key].update(layout.pop(key, {}))
@@ -93,6 +97,21 @@ def _guard(df: pd.DataFrame, title: str, columns: Sequence[str]) -> go.Figure | 
     return None
 
 
+def money(usd: float) -> str:
+    """A cost a person can read: "free" at 0, significant digits when tiny, "n/a" if unknown."""
+    try:
+        v = float(usd)
+    except (TypeError, ValueError):
+        return "n/a"
+    if v != v:
+        return "n/a"
+    if v == 0:
+        return "free"
+    if abs(v) >= 0.01:
+        return f"${v:,.2f}"
+    return f"${v:.2g}" if abs(v) >= 1e-6 else f"${v:.1e}"
+
+
 def _labels(values: pd.Series) -> list[str]:
     return [str(v) for v in values]
 
@@ -111,9 +130,21 @@ def _note(groups: Sequence[Any], why: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- success
 
 
-def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) -> go.Figure:
-    """Success rate per group with Wilson interval bars (`stats.success_rates`)."""
+def success_chart(
+    df: pd.DataFrame,
+    by: str = "variant",
+    alpha: float = 0.05,
+    baselines: Mapping[Any, float] | None = None,
+) -> go.Figure:
+    """Success rate per group with Wilson interval bars (`stats.success_rates`).
+
+    One colour per group, n in the axis labels, and, given `baselines` (group -> the
+    majority-class rate, `labkit.diagnostics`), a marker for the rate a constant answer gets.
+    A group some of whose answers came from a fallback model says so in its label.
+    """
     import plotly.graph_objects as go
+
+    from .diagnostics import answered_by_other
 
     level = f"{1 - alpha:.0%}"
     title = f"Success rate by {by} ({level} Wilson interval)"
@@ -123,12 +154,20 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
     shown = t[t["n"] > 0]
     if shown.empty:
         return _empty(title, "No usable rows: every row lacks a 'passed' value.")
+    other = answered_by_other(df).groupby(df[by], sort=False).sum()
+    labels = []
+    for key, n in zip(shown[by], shown["n"], strict=True):
+        label = f"{key}<br>n={int(n)}"
+        if int(other.get(key, 0)):
+            label += f"<br>⚠ {int(other[key])} answered by a fallback"
+        labels.append(label)
     rate = shown["rate"].to_numpy()
     custom = shown[["n", "successes", "ci_low", "ci_high", "errors", "n_items"]].to_numpy(float)
+    x = _labels(shown[by])
     bar = go.Bar(
-        x=_labels(shown[by]),
+        x=x,
         y=rate,
-        marker_color=_COLORS[0],
+        marker_color=[_COLORS[i % len(_COLORS)] for i in range(len(shown))],
         error_y={
             "type": "data",
             "symmetric": False,
@@ -136,7 +175,8 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
             "arrayminus": rate - shown["ci_low"].to_numpy(),
         },
         text=[f"{r:.0%}" for r in rate],
-        textposition="inside",
+        textposition="outside",
+        cliponaxis=False,
         customdata=custom,
         hovertemplate=(
             "<b>%{x}</b><br>success %{y:.1%}<br>"
@@ -145,14 +185,32 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
             "%{customdata[4]:.0f} error rows<extra></extra>"
         ),
         name="success rate",
+        showlegend=False,
     )
+    traces: list[Any] = [bar]
+    if baselines:
+        base = [float(baselines.get(k, np.nan)) for k in shown[by]]
+        if not all(np.isnan(base)):
+            traces.append(
+                go.Scatter(
+                    x=x,
+                    y=base,
+                    mode="markers",
+                    name="majority-class baseline (always the most common label)",
+                    marker={"symbol": "line-ew-open", "size": 40, "color": "#333",
+                            "line": {"width": 3}},
+                    hovertemplate="<b>%{x}</b><br>baseline %{y:.1%}<extra></extra>",
+                )
+            )  # fmt: skip
     return _figure(
-        [bar],
+        traces,
         title,
         by,
         "success rate",
-        xaxis=_CATEGORY,
-        yaxis={"range": [0, 1.05], "tickformat": ".0%"},
+        xaxis=_CATEGORY | {"tickmode": "array", "tickvals": x, "ticktext": labels},
+        yaxis={"range": [0, 1.12], "tickformat": ".0%"},
+        showlegend=len(traces) > 1,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
         annotations=_note(t.loc[t["n"] == 0, by].tolist(), "no usable rows"),
     )
 
@@ -165,14 +223,22 @@ def forest_chart(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> go.Figure:
-    """Paired differences (a − b) with bootstrap intervals; Holm-significant pairs filled.
+    """Paired differences (a − b) with their intervals; the marker is the verdict.
 
-    All pairs, or each group against `baseline` (positive = better than the baseline).
+    All pairs, or each group against `baseline` (positive = better than the baseline). The
+    verdict follows `labkit.diagnostics.significant` (the interval excludes 0), the same rule
+    as the compare view's header, and the legend says so.
     """
     import plotly.graph_objects as go
 
+    from .diagnostics import significant
+
     what = f"vs {baseline}" if baseline is not None else "all pairs"
-    title = f"Paired difference in success rate, {what} ({1 - alpha:.0%} bootstrap CI)"
+    title = (
+        f"Paired difference in success rate, {what} ({1 - alpha:.0%} paired CI)<br><sup>"
+        "paired: both sides answered the same items; hover for the exact McNemar test on the "
+        "discordant items (one right, the other wrong), Holm-adjusted across pairs</sup>"
+    )
     if (fig := _guard(df, title, [by, "item_id", "passed"])) is not None:
         return fig
     t = stats.pairwise_comparisons(df, by, baseline, alpha=alpha, n_boot=n_boot, seed=seed)
@@ -180,12 +246,19 @@ def forest_chart(
     if shown.empty:
         why = "fewer than two groups" if t.empty else "no items answered by both sides of a pair"
         return _empty(title, f"Nothing to compare: {why}.")
+    verdicts = np.array(
+        [
+            significant({"ci_low": lo, "ci_high": hi})
+            for lo, hi in shown[["ci_low", "ci_high"]].to_numpy()
+        ],
+        dtype=bool,
+    )
     traces = []
     for sig, name, color, symbol in (
-        (True, "significant (Holm)", _BAD, "diamond"),
-        (False, "not significant", _MUTED, "circle-open"),
+        (True, "significant: the interval excludes 0", _BAD, "diamond"),
+        (False, "not significant: the interval includes 0", _MUTED, "circle-open"),
     ):
-        part = shown[shown["significant"] == sig]
+        part = shown[verdicts == sig]
         if part.empty:
             continue
         diff = part["diff"].to_numpy()
@@ -196,6 +269,7 @@ def forest_chart(
                 y=[f"{a} − {b}" for a, b in zip(part["a"], part["b"], strict=True)],
                 mode="markers",
                 name=name,
+                showlegend=True,
                 marker={"color": color, "symbol": symbol, "size": 11},
                 error_x={
                     "type": "data",
@@ -208,7 +282,8 @@ def forest_chart(
                 hovertemplate=(
                     "<b>%{y}</b><br>difference %{x:+.1%}<br>"
                     "CI %{customdata[0]:+.1%} – %{customdata[1]:+.1%}<br>"
-                    "McNemar p %{customdata[2]:.3g}, Holm %{customdata[3]:.3g}<br>"
+                    "exact McNemar p %{customdata[2]:.3g} (Holm-adjusted for several pairs "
+                    "%{customdata[3]:.3g})<br>"
                     "%{customdata[4]:.0f} items; first better on %{customdata[5]:.0f}, "
                     "second on %{customdata[6]:.0f}<extra></extra>"
                 ),
@@ -224,7 +299,9 @@ def forest_chart(
         xaxis={"tickformat": "+.0%", "zeroline": False},
         yaxis=_CATEGORY | {"categoryorder": "array", "categoryarray": order[::-1]},
         shapes=[zero | {"line": {"color": "#444", "dash": "dot"}}],
-        height=max(320, 60 + 36 * len(order)),
+        height=max(340, 90 + 36 * len(order)),
+        showlegend=True,
+        legend={"title": {"text": "verdict"}, "orientation": "h", "y": 1.02, "yanchor": "bottom"},
         annotations=_note(
             [f"{a} − {b}" for a, b in t.loc[t["n_items"] == 0, ["a", "b"]].to_numpy()],
             "no items in common",
@@ -249,8 +326,10 @@ def confidence_chart(df: pd.DataFrame, field: str | None = None, by: str = "vari
         return fig
     cf = stats.confidence_frame(df, field, by)
     cf = cf[cf["confidence"].notna()]
+    silent = [k for k in pd.unique(df[by]) if k not in set(cf[by])]
     if cf.empty:
-        return _empty(title, "No row reports a confidence with a known correctness.")
+        names = ", ".join(str(k) for k in silent)
+        return _empty(title, f"No variant reports a confidence ({names}).")
     traces = []
     for ok, name, side, color in (
         (1.0, "correct", "positive", _GOOD),
@@ -285,6 +364,7 @@ def confidence_chart(df: pd.DataFrame, field: str | None = None, by: str = "vari
         violingap=0.1,
         xaxis=_CATEGORY,
         yaxis={"range": [0, 1.02]},
+        annotations=_note(silent, "no confidence reported"),
     )
 
 
@@ -295,7 +375,11 @@ def reliability_chart(
     import plotly.graph_objects as go
 
     what = f" (field '{field}')" if field else ""
-    title = f"Reliability diagram{what}: accuracy vs stated confidence"
+    title = (
+        f"Reliability diagram{what}: accuracy vs stated confidence<br><sup>ECE (expected "
+        "calibration error): the average gap between stated confidence and accuracy, 0 = "
+        "perfectly calibrated</sup>"
+    )
     cols = ["confidence", "passed"] if field is None else ["confidences", "field_correct"]
     if (fig := _guard(df, title, [by, *cols])) is not None:
         return fig
@@ -439,12 +523,19 @@ def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
     c = c[c["n"] > 0]
     if c["total_cost"].isna().all():
         return _empty(title, "No row has a known cost.")
+    if (c["total_cost"].fillna(0) == 0).all():
+        local = "model_id" in df and df["model_id"].astype(str).str.startswith("local/").all()
+        return _empty(
+            title,
+            "free: local model, every call cost $0" if local else "Every call cost $0 (free).",
+        )
     x = _labels(c[by])
     custom = c[["total_cost", "successes", "n"]].to_numpy(float)
     hover = (
-        "<b>%{x}</b><br>%{fullData.name}: $%{y:.5f}<br>total $%{customdata[0]:.4f}<br>"
+        "<b>%{x}</b><br>%{fullData.name}: $%{y:.3~g}<br>total $%{customdata[0]:.3~g}<br>"
         "%{customdata[1]:.0f} successes in %{customdata[2]:.0f} calls<extra></extra>"
     )
+    top = float(np.nanmax(c[["cost_per_item", "cost_per_success"]].to_numpy(float)))
     per_success = c["cost_per_success"].to_numpy()
     traces = [
         go.Bar(
@@ -472,7 +563,7 @@ def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
         "USD",
         barmode="group",
         xaxis=_CATEGORY,
-        yaxis={"tickformat": "$.4f"},
+        yaxis={"tickformat": "$.2~g" if top < 0.01 else "$,.2f", "rangemode": "tozero"},
         annotations=_note(broke, "cost per success, no successes"),
     )
 
@@ -558,10 +649,11 @@ def all_charts(
     baseline: Any = None,
     field: str | None = None,
     alpha: float = 0.05,
+    baselines: Mapping[Any, float] | None = None,
 ) -> dict[str, go.Figure]:
     """Every chart for the HTML report, keyed by a stable short name."""
     return {
-        "success": success_chart(df, by, alpha),
+        "success": success_chart(df, by, alpha, baselines),
         "forest": forest_chart(df, by, baseline, alpha),
         "confidence": confidence_chart(df, field, by),
         "reliability": reliability_chart(df, field, by),
