@@ -7,7 +7,6 @@ table with a note saying why), never loosen the comparison.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import pytest
