@@ -200,7 +200,7 @@ def bench_matrix(items: int, repeat: int) -> None:
 
     def bare_filter() -> None:
         wide = holder["wide"]
-        _ = wide[wide.nunique(axis=1) > 1].head(50)
+        _ = wide[wide.ne(wide.iloc[:, 0], axis=0).any(axis=1)].head(50)
 
     flt = median_time(ui_filter, repeat * len(toggles))
     bare_flt = median_time(bare_filter, repeat * len(toggles))

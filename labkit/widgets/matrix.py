@@ -45,7 +45,7 @@ def reasons_of(row: Mapping[str, Any], expected: Mapping[str, Any] | None) -> st
         want = (expected or {}).get(name)
         got = row["parsed"].get(name) if isinstance(row.get("parsed"), Mapping) else None
         parts.append(f"{name}: expected {json.dumps(want)}, got {json.dumps(got)}")
-    if not row.get("parse_ok", True):
+    if row.get("parse_ok") is False:
         parts.append("no JSON object could be read from the reply")
     for name, value in (row.get("scores") or {}).items():
         if isinstance(value, float) and not math.isnan(value) and value < 1 and name != HUMAN:
@@ -83,14 +83,16 @@ def matrix_frame(
         pd.to_numeric(df["confidence"], errors="coerce") if "confidence" in df else np.nan
     )
     exp_col = df["expected"] if "expected" in df.columns else None
+    expected = (
+        exp_col.tolist()
+        if exp_col is not None
+        else [(recs.get(str(i)) or {}).get("expected") for i in df["item_id"]]
+    )
+    names = ("error", "field_correct", "parsed", "parse_ok", "scores", "reasons")
+    columns = [df[c].tolist() if c in df.columns else [None] * len(df) for c in names]
     long["reasons"] = [
-        reasons_of(
-            r,
-            exp_col.iloc[i]
-            if exp_col is not None
-            else recs.get(str(r["item_id"]), {}).get("expected"),
-        )
-        for i, r in enumerate(df.to_dict("records"))
+        reasons_of(dict(zip(names, values, strict=True)), exp)
+        for exp, *values in zip(expected, *columns, strict=True)
     ]
     long["model_id"] = np.where(answered_by_other(df), df.get("model_id"), None)
     human = [
@@ -125,7 +127,9 @@ def matrix_frame(
     else:
         wide["expected"] = [(recs.get(i) or {}).get("expected") for i in ids]
     ans = wide[[f"answer|{v}" for v in variants]]
-    wide["disagree"] = ans.nunique(axis=1, dropna=True).to_numpy() > 1
+    # vectorised "more than one distinct answer": any answer differs from the row's first one
+    first = ans.bfill(axis=1).iloc[:, 0]
+    wide["disagree"] = (ans.ne(first, axis=0) & ans.notna()).any(axis=1).to_numpy()
     passed = wide[[f"passed|{v}" for v in variants]].astype(float)
     wide["failed"] = (passed == 0).any(axis=1).to_numpy()
     wide["n_failed"] = (passed == 0).sum(axis=1).to_numpy()
