@@ -112,6 +112,31 @@ def money(usd: float) -> str:
     return f"${v:.2g}" if abs(v) >= 1e-6 else f"${v:.1e}"
 
 
+def _answered_note(df: pd.DataFrame, by: str) -> dict[Any, str]:
+    """group -> "⚠ k answered by <model>" where a fallback gave some of its answers."""
+    from .diagnostics import answered_by_other
+
+    other = answered_by_other(df)
+    if not other.any():
+        return {}
+    out = {}
+    for key, rows in df[other].groupby(by, sort=False, observed=True):
+        models = ", ".join(str(m).split("/")[-1] for m in pd.unique(rows["model_id"]))
+        out[key] = f"⚠ {len(rows)} answered by {models}"
+    return out
+
+
+def _x_axis(df: pd.DataFrame, by: str, keys: Sequence[Any], n: Sequence[Any]) -> dict[str, Any]:
+    """Category axis whose tick labels carry n and, when a fallback answered, which model."""
+    notes = _answered_note(df, by)
+    x = [str(k) for k in keys]
+    text = [
+        f"{k}<br>n={int(c)}" + (f"<br>{notes[k]}" if k in notes else "")
+        for k, c in zip(keys, n, strict=True)
+    ]
+    return _CATEGORY | {"tickmode": "array", "tickvals": x, "ticktext": text}
+
+
 def _labels(values: pd.Series) -> list[str]:
     return [str(v) for v in values]
 
@@ -144,8 +169,6 @@ def success_chart(
     """
     import plotly.graph_objects as go
 
-    from .diagnostics import answered_by_other
-
     level = f"{1 - alpha:.0%}"
     title = f"Success rate by {by} ({level} Wilson interval)"
     if (fig := _guard(df, title, [by, "passed"])) is not None:
@@ -154,13 +177,6 @@ def success_chart(
     shown = t[t["n"] > 0]
     if shown.empty:
         return _empty(title, "No usable rows: every row lacks a 'passed' value.")
-    other = answered_by_other(df).groupby(df[by], sort=False).sum()
-    labels = []
-    for key, n in zip(shown[by], shown["n"], strict=True):
-        label = f"{key}<br>n={int(n)}"
-        if int(other.get(key, 0)):
-            label += f"<br>⚠ {int(other[key])} answered by a fallback"
-        labels.append(label)
     rate = shown["rate"].to_numpy()
     custom = shown[["n", "successes", "ci_low", "ci_high", "errors", "n_items"]].to_numpy(float)
     x = _labels(shown[by])
@@ -207,7 +223,7 @@ def success_chart(
         title,
         by,
         "success rate",
-        xaxis=_CATEGORY | {"tickmode": "array", "tickvals": x, "ticktext": labels},
+        xaxis=_x_axis(df, by, list(shown[by]), list(shown["n"])),
         yaxis={"range": [0, 1.12], "tickformat": ".0%"},
         showlegend=len(traces) > 1,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
@@ -509,7 +525,14 @@ def token_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
         )
         for i, (name, y, total) in enumerate(parts)
     ]
-    return _figure(traces, title, by, "mean tokens per call", barmode="stack", xaxis=_CATEGORY)
+    return _figure(
+        traces,
+        title,
+        by,
+        "mean tokens per call",
+        barmode="stack",
+        xaxis=_x_axis(df, by, list(c[by]), list(c["n"])),
+    )
 
 
 def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
@@ -562,7 +585,7 @@ def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
         by,
         "USD",
         barmode="group",
-        xaxis=_CATEGORY,
+        xaxis=_x_axis(df, by, list(c[by]), list(c["n"])),
         yaxis={"tickformat": "$.2~g" if top < 0.01 else "$,.2f", "rangemode": "tozero"},
         annotations=_note(broke, "cost per success, no successes"),
     )
@@ -603,7 +626,33 @@ def latency_chart(df: pd.DataFrame, by: str = "variant", include_errors: bool = 
         )
     if not traces:
         return _empty(title, "No row has a latency (every row errored?).")
-    return _figure(traces, title, by, "seconds", boxmode="group", xaxis=_CATEGORY)
+    # The first call to an in-process model pays for loading it; say so where it shows.
+    fresh = df[~df["cache_hit"].astype(bool)] if "cache_hit" in df else df
+    local = fresh[
+        fresh.get("model_id", pd.Series("", index=fresh.index)).astype(str).str.startswith("local/")
+    ]
+    loaded = []
+    for key, rows in local.groupby(by, sort=False, observed=True):
+        lat = rows["latency_s"].dropna()
+        if len(lat) > 1 and lat.max() > 3 * lat.median():
+            loaded.append(f"{key} (slowest call {lat.max():.1f} s vs median {lat.median():.1f} s)")
+    shown = s[s["latency_n"] > 0] if "latency_n" in s else s
+    n = list(shown["latency_n"]) if "latency_n" in shown else [0] * len(shown)
+    return _figure(
+        traces,
+        title,
+        by,
+        "seconds",
+        boxmode="group",
+        xaxis=_x_axis(df, by, list(shown[by]), n),
+        annotations=[
+            {"text": "First call includes loading the local model: " + "; ".join(loaded)}
+            | {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": -0.2}
+            | {"xanchor": "left", "font": {"size": 11}}
+        ]
+        if loaded
+        else [],
+    )
 
 
 def repair_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:

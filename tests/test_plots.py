@@ -249,3 +249,20 @@ def test_success_chart_shows_n_colours_and_the_baseline(df: pd.DataFrame) -> Non
         f"{v}<br>n={n}" for v, n in zip(t["variant"], t["n"], strict=True)
     ]
     assert list(line.y) == [0.4] * len(t) and "baseline" in line.name
+
+
+def test_charts_name_the_model_that_answered_and_mark_model_loading(df: pd.DataFrame) -> None:
+    v = df["variant"].iloc[0]
+    local = df.assign(model="local/smollm2-135m", model_id="local/smollm2-135m", cache_hit=False)
+    fell = local["variant"] == v
+    local.loc[fell, "model"] = "openai/gpt-4o-2024-08-06"
+    local.loc[fell, "model_id"] = "openai/gpt-4o-mini-2024-07-18"
+    for fig in (plots.success_chart(local), plots.cost_chart(df.assign(model=local["model"],
+                model_id=local["model_id"])), plots.token_chart(local)):  # fmt: skip
+        ticks = " ".join(fig.layout.xaxis.ticktext)
+        assert "answered by gpt-4o-mini-2024-07-18" in ticks and "n=" in ticks
+    slow = local.copy()
+    first = slow.index[slow["variant"] != v][0]
+    slow.loc[first, "latency_s"] = 60.0  # the call that loaded the model
+    fig = plots.latency_chart(slow)
+    assert "First call includes loading the local model" in annotation(fig)
