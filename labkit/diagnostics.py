@@ -86,9 +86,10 @@ def verdict(result: Any, a: str | None = None, b: str | None = None) -> str:
     ci = f"95% CI {result.ci_low * 100:+.0f} to {result.ci_high * 100:+.0f} points"
     if significant(result):
         winner, loser = (a, b) if result.diff > 0 else (b, a)
+        lo, hi = sorted(abs(x) * 100 for x in (result.ci_low, result.ci_high))
         return (
             f"{winner} is better than {loser} by {abs(result.diff) * 100:.0f} points "
-            f"({ci}: the interval excludes 0)"
+            f"(95% CI {lo:.0f} to {hi:.0f} points: the interval excludes 0)"
         )
     return (
         f"no significant difference between {a} and {b}: {result.diff * 100:+.0f} points "

@@ -12,6 +12,7 @@ exception), which keeps them quick to build and small inside an HTML report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +110,10 @@ def money(usd: float) -> str:
         return "free"
     if abs(v) >= 0.01:
         return f"${v:,.2f}"
-    return f"${v:.2g}" if abs(v) >= 1e-6 else f"${v:.1e}"
+    if abs(v) < 1e-7:
+        return f"${v:.1e}"
+    digits = 1 - math.floor(math.log10(abs(v)))  # two significant digits, no exponent
+    return f"${v:.{digits}f}"
 
 
 def _answered_note(df: pd.DataFrame, by: str) -> dict[Any, str]:

@@ -195,3 +195,21 @@ def test_money_is_readable_when_tiny_or_zero() -> None:
     assert money(0) == "free" and money(float("nan")) == "n/a"
     assert money(0.00012) == "$0.00012" and money(12.5) == "$12.50"
     assert not math.isnan(float(money(0.5)[1:]))
+
+
+def test_money_keeps_two_significant_digits_without_exponents() -> None:
+    from labkit.plots import money
+
+    assert money(5.2e-05) == "$0.000052" and money(0.0041) == "$0.0041"
+    assert money(3e-9) == "$3.0e-09"
+
+
+def test_verdict_states_the_winners_margin_as_a_positive_interval() -> None:
+    df = frame(const=CONSTANT, good=GOOD)
+    r = paired_comparison(df, "const · m/one", "good · m/one")
+    words = verdict(r)
+    if significant(r):  # the winner's margin reads as positive numbers, winner first
+        assert words.startswith("good · m/one is better than const · m/one by 40 points")
+        assert "95% CI -" not in words
+    else:  # (with a more conservative interval method) the same 40 points, undecided
+        assert words.startswith("no significant difference") and "-40 points" in words
