@@ -151,7 +151,8 @@ def best_variant(
     if not allow_degenerate:
         from .diagnostics import failure_modes
 
-        modes = failure_modes(results)
+        modes = results.failure_modes() if hasattr(results, "failure_modes") else None
+        modes = modes or failure_modes(results)
         for i, v in enumerate(table["variant"]):
             if reasons := modes.reasons(str(v)):
                 degenerate[str(v)] = reasons

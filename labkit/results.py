@@ -74,6 +74,7 @@ class Results:
         self.df = df
         self.meta: dict[str, Any] = dict(meta or {})
         self.experiment = experiment
+        self._modes: tuple[tuple[int, int], Any] | None = None
 
     def __len__(self) -> int:
         return len(self.df)
@@ -116,9 +117,7 @@ class Results:
         for part in (extra, cost, lat):
             out = out.merge(part, on=by, how="left")
         if by == "variant" and len(df):  # the rate a constant answer gets, and who answered
-            from .diagnostics import failure_modes
-
-            modes = failure_modes(self).table.set_index("variant")
+            modes = self.failure_modes().table.set_index("variant")
             at = out.columns.get_loc("ci_high") + 1
             out.insert(at, "baseline", out[by].map(modes["baseline"]).astype(float))
             out["answered_by"] = out[by].map(modes["answered_by"])
@@ -180,7 +179,10 @@ class Results:
         (a `labkit.diagnostics.FailureModes`)."""
         from .diagnostics import failure_modes
 
-        return failure_modes(self)
+        key = (id(self.df), len(self.df))  # computed once per frame: summary, charts, best
+        if self._modes is None or self._modes[0] != key:
+            self._modes = (key, failure_modes(self))
+        return self._modes[1]
 
     def export_config(self, path: str | Path, variant: str | None = None, **kw: Any) -> Any:
         """Write the (best, or named) variant as a deployable config; see `labkit.config`."""
@@ -253,9 +255,7 @@ class Results:
             "n/a" if math.isnan(r) else f"{r:.1%} [{lo:.0%}, {hi:.0%}]"
             for r, lo, hi in zip(s["rate"], s["ci_low"], s["ci_high"], strict=True)
         ]
-        from .diagnostics import failure_modes
-
-        modes = failure_modes(self)
+        modes = self.failure_modes()
         warned = "".join(
             f"<li><b>{html.escape(str(r['variant']))}</b>: {html.escape(w)}</li>"
             for r in modes.table.to_dict("records")

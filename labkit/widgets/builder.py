@@ -705,22 +705,21 @@ class ExperimentBuilder:
             self.summary.value = "<i>no rows: nothing ran</i>"
             self.charts.clear()
             return
-        modes = results.failure_modes().table
-        baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
-        self.charts.set({"success": plots.success_chart(df, baselines=baselines)})
+        self.charts.set({"success": plots.success_chart(df)})
         self.timings["first_chart"] = time.perf_counter() - self._run_started
         self.summary.value = (
             "<div style='font-size:12px;max-height:260px;overflow:auto'>"
             f"{results._repr_html_()}</div>"
         )
+        modes = results.failure_modes().table  # the baseline marks on the success chart
+        baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
         builders: dict[str, Callable[[Any], Any]] = {
-            "success": plots.success_chart,
+            "success": lambda d: plots.success_chart(d, baselines=baselines),
             "forest": plots.forest_chart,
             "cost": plots.cost_chart,
             "latency": plots.latency_chart,
         }
-        figures = {"success": self.charts.figures["success"]}
-        figures.update({k: f(df) for k, f in builders.items() if k != "success"})
+        figures = {k: f(df) for k, f in builders.items()}
         figures["tokens"] = plots.token_chart(df)
         if results.meta.get("schema"):
             figures["confidence"] = plots.confidence_chart(df)

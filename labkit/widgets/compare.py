@@ -368,7 +368,11 @@ class CompareView:
         from ..diagnostics import failure_modes
 
         if self.modes is None:
-            self.modes = failure_modes(self._source, by=self.by)
+            own = getattr(self._source, "failure_modes", None)
+            if callable(own) and self.by == "variant":
+                self.modes = own()  # the Results' own, computed once
+            else:
+                self.modes = failure_modes(self._source, by=self.by)
         return modes_html(self.modes, [a, b] if a != b else [a])
 
     def _table_html(self, rows: pd.DataFrame) -> str:

@@ -105,7 +105,8 @@ class ExportPanel:
         if self._modes is None:
             from ..diagnostics import failure_modes
 
-            self._modes = failure_modes(self.results)
+            own = getattr(self.results, "failure_modes", None)
+            self._modes = own() if callable(own) else failure_modes(self.results)
         return self._modes
 
     def refuse_degenerate(self, variant: str) -> None:
