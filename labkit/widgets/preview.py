@@ -197,7 +197,7 @@ class PromptPreview:
         )  # fmt: skip
         total = int(table["calls"].sum()) if len(table) else 0
         self.estimate.value = (
-            f"<div style='font-size:12px;margin-top:6px'><b>grid</b>: {len(records)} items × "
+            f"<div style='font-size:12px;margin-top:6px'><b>grid</b>: {len(self._ctx['records'])} items × "
             f"{len(prompts)} prompts × {len(models)} models × {repeats} repeats = {total} calls. "
             "Input tokens are estimated from the text; output is bounded by max_tokens.</div>"
             + html_table(table)
