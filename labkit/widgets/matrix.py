@@ -380,10 +380,12 @@ class ItemMatrix:
         head = [
             "<th style='width:7%'>item</th>",
             "<th style='width:15%'>inputs</th>",
-            "<th style='width:8%'>expected</th>",
+            "<th style='width:11%'>expected</th>",
         ]
         head += [f"<th style='width:{width}%'>{esc(v)}</th>" for v in self.variants]
         out = [
+            "<style>.labkit-matrix-table td{padding:3px 6px;word-break:break-word;"
+            "overflow-wrap:anywhere}</style>"
             "<table class='labkit-table labkit-matrix-table' style='border-collapse:collapse;"
             "font-size:12px;width:100%;table-layout:fixed'><thead><tr style='text-align:left'>"
             + "".join(head)
