@@ -8,6 +8,11 @@
 2. Compare-view filter update on a 10,000-row results frame (goal under 200 ms). Toggling the
    disagreements / failures / low-confidence filters redraws the listed rows. Baseline: the
    same filter as a bare pandas boolean mask on the same frame.
+3. Item matrix on 1,000 items x 4 variants (goals: render under 1 s, filter under 200 ms).
+   Render = pivot the results into one row per item (inputs, labels, every variant's answer,
+   pass/fail, reasons, confidence, flags) and draw the first page. Filter = a disagreement /
+   failure / confidence / search change redrawn. Baselines: a bare pandas pivot of the same
+   frame (`pivot_table` of answers by item x variant) and a bare boolean mask on it.
 
 Medians of `--repeat` runs (after a warm-up). Run: ``.venv/bin/python bench/bench_ui.py``
 """
@@ -158,14 +163,73 @@ def bench_filters(rows: int, repeat: int) -> None:
           f"{'OK' if ui < GOAL_FILTER_S else 'ABOVE GOAL'}")  # fmt: skip
 
 
+def bench_matrix(items: int, repeat: int) -> None:
+    from labkit.widgets import ItemMatrix
+
+    df = make_results(n_items=items, seed=1)  # 2 prompts x 2 models = 4 variants
+    df["expected"] = [{"name": "x", "amount": int(i[-2:]) % 3} for i in df["item_id"]]
+    holder: dict[str, Any] = {}
+
+    def ui_render() -> None:
+        holder["m"] = ItemMatrix(df)
+
+    def bare_render() -> None:
+        answers = df["parsed"].map(lambda p: json.dumps(p, sort_keys=True, default=str))
+        wide = df.assign(a=answers).pivot_table(
+            index="item_id", columns="variant", values="a", aggfunc="first"
+        )
+        holder["wide"] = wide
+        _ = wide.head(50).to_html()
+
+    render = median_time(ui_render, repeat)
+    bare = median_time(bare_render, repeat)
+    view = holder["m"]
+    toggles = [
+        {"disagreements": True},
+        {"disagreements": False, "failures": True},
+        {"failures": False, "low_confidence": 0.6},
+        {"low_confidence": False, "search": "item-00"},
+        {"search": "", "sort": "lowest confidence first"},
+        {"sort": "item"},
+    ]
+    state = {"i": 0}
+
+    def ui_filter() -> None:
+        view.set_filters(**toggles[state["i"] % len(toggles)])
+        state["i"] += 1
+
+    def bare_filter() -> None:
+        wide = holder["wide"]
+        _ = wide[wide.ne(wide.iloc[:, 0], axis=0).any(axis=1)].head(50)
+
+    flt = median_time(ui_filter, repeat * len(toggles))
+    bare_flt = median_time(bare_filter, repeat * len(toggles))
+    n_var = df["variant"].nunique()
+    print(f"\n3) Item matrix, {items:,} items x {n_var} variants ({len(df):,} rows)")
+    print(
+        f"   {'render (pivot + flags + first page)':44s} {render * 1000:9.1f} ms   goal < 1000 ms"
+    )
+    print(f"   {'baseline: bare pandas pivot + to_html':44s} {bare * 1000:9.1f} ms")
+    print(f"   {'filter / search / sort change':44s} {flt * 1000:9.1f} ms   goal < 200 ms")
+    print(f"   {'baseline: bare pandas mask of the pivot':44s} {bare_flt * 1000:9.1f} ms")
+    print(f"   render {'OK' if render < 1.0 else 'ABOVE GOAL'} ({render / bare:.1f}x bare); "
+          f"filter {'OK' if flt < GOAL_FILTER_S else 'ABOVE GOAL'}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1000, help="calls in the cached grid")
     parser.add_argument("--rows", type=int, default=10_000, help="rows of the compare frame")
+    parser.add_argument("--items", type=int, default=1000, help="items of the item matrix")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=["run", "compare", "matrix"], default=None)
     args = parser.parse_args()
-    bench_run_to_chart(args.cells, args.repeat)
-    bench_filters(args.rows, args.repeat)
+    if args.only in (None, "run"):
+        bench_run_to_chart(args.cells, args.repeat)
+    if args.only in (None, "compare"):
+        bench_filters(args.rows, args.repeat)
+    if args.only in (None, "matrix"):
+        bench_matrix(args.items, args.repeat)
 
 
 if __name__ == "__main__":

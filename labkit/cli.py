@@ -351,13 +351,21 @@ def _history(args: argparse.Namespace) -> int:
     if not versions:
         read_config(args.config)  # a clear error if the file is missing or broken
         raise ConfigError("no saved versions yet (written by export_config)", where=args.config)
+    bases: set[tuple[Any, Any]] = set()
     for v in versions:
         if args.json:
             print(json.dumps(v.model_dump(mode="json")))
             continue
         ev = v.evidence or {}
         value = ev.get("value")
-        shown = f"{ev.get('metric')} {value:.3f} (n={ev.get('n')})" if value is not None else "-"
+        where = ev.get("dataset") or ("the regression suite" if v.action != "export" else "?")
+        shown = (
+            f"{ev.get('metric')} {value:.3f} on n={ev.get('n')} of {where}"
+            if value is not None
+            else "-"
+        )
+        if value is not None:
+            bases.add((ev.get("n"), where))
         extra = f" from v{v.restored_from}" if v.restored_from else ""
         print(
             f"v{v.version:<3} {v.created_at}  {v.author:<10} {v.action}{extra:<8} {v.model}  "
@@ -365,6 +373,12 @@ def _history(args: argparse.Namespace) -> int:
         )
         if v.watch is not None:
             print(f"     watch: {v.watch['summary']}")
+    if len(bases) > 1:
+        print(
+            "note: these rates were measured on different item sets (sizes or data differ), so "
+            "they are not comparable row to row; compare versions on one suite with "
+            "`labkit gate`"
+        )
     return 0
 
 

@@ -361,13 +361,20 @@ def parse_config(text: str, path: str | Path = "<config>") -> DeployedConfig:
         cfg = DeployedConfig.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
+        # A typo ("modle:") is both an unknown field and a missing one: name the typo first.
+        errors.sort(key=lambda e: e["type"] != "extra_forbidden")
         first = errors[0]
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        hint = (
-            "; fields allowed here: " + ", ".join(_allowed(first["loc"]))
-            if first["type"] == "extra_forbidden"
-            else ""
-        )
+        hint = ""
+        if first["type"] == "extra_forbidden":
+            import difflib
+
+            allowed = _allowed(first["loc"])
+            close = difflib.get_close_matches(str(first["loc"][-1]), allowed, n=1, cutoff=0.6)
+            hint = (f"; did you mean {close[0]!r}?" if close else "") + (
+                "; fields allowed here: " + ", ".join(allowed)
+            )
+            first = {**first, "msg": f"unknown field {str(first['loc'][-1])!r} ({first['msg']})"}
         raise ConfigError(
             f"{first['msg']}{hint}{more}", where=locate(path, text, first["loc"])
         ) from exc

@@ -5,7 +5,8 @@ problem and the fix::
 
     LabkitError
     ├── ConfigError            a labkit.yaml / exported config / registry entry is wrong
-    │   └── UnknownModel       .name, .suggestions
+    │   ├── UnknownModel       .name, .suggestions
+    │   └── DegenerateVariant  .reasons (variant -> why it cannot be picked as the winner)
     ├── InputError             bad arguments to a call
     │   ├── TemplateError      .missing (variables without a value)
     │   ├── MessagesError      .index (the malformed message)
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigError",
     "ContextOverflow",
     "DatasetError",
+    "DegenerateVariant",
     "InputError",
     "InvalidParameter",
     "LabkitError",
@@ -97,6 +99,15 @@ class UnknownModel(ConfigError):
             "or `aliases:`, or pass a litellm 'provider/model' id such as "
             "'openai/gpt-4o-mini-2024-07-18'."
         )
+
+
+class DegenerateVariant(ConfigError):
+    """A variant's success rate is not skill (constant answers, no lift over the majority
+    class, copied format example); picking or exporting it needs `allow_degenerate=True`."""
+
+    def __init__(self, message: str, reasons: dict[str, list[str]]) -> None:
+        self.reasons = {k: list(v) for k, v in reasons.items()}
+        super().__init__(message, where="best_variant")
 
 
 class InputError(LabkitError, ValueError):

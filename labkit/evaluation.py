@@ -450,7 +450,9 @@ class FieldMatch(Evaluator):
             if not correct[f]:
                 wrong.append(f"{f} is {_show(got)}, expected {_show(want)}")
         n_ok = sum(correct.values())
-        if ctx.value is None:
+        if ctx.value is None and ctx.parsed is not None:  # a schema was given; nothing parsed
+            reason = "no JSON object could be read from the reply, so no field can match"
+        elif ctx.value is None:
             reason = "no parsed value (ask with schema=...)"
         else:
             reason = "; ".join(wrong) if wrong else f"all {len(fields)} field(s) match"

@@ -28,7 +28,7 @@ from .config import (
     now_utc,
     save_config,
 )
-from .errors import ConfigError, InputError
+from .errors import ConfigError, DegenerateVariant, InputError
 from .types import OUTPUT_PARAMS
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ def best_variant(
     results: Results | pd.DataFrame,
     metric: str = "success_rate",
     constraints: Mapping[str, Any] | None = None,
+    *,
+    allow_degenerate: bool = False,
 ) -> Winner:
     """The best variant on `metric` among those meeting `constraints`; ties -> lower cost.
 
@@ -114,6 +116,10 @@ def best_variant(
     e.g. ``{"cost_per_success": {"max": 0.01}, "n": {"min": 30}}``. A variant whose value is
     unknown (NaN: no successes to divide by) fails a constraint on it. When no variant
     qualifies, ConfigError lists every variant and the constraints it failed.
+
+    A degenerate variant (`labkit.diagnostics`: predictions collapsed to one value, no lift
+    over the majority-class baseline, replies copying the format example) is not eligible
+    unless `allow_degenerate=True`; if that leaves none, DegenerateVariant says why.
     """
     df = _frame_of(results)
     if len(df) == 0:
@@ -141,6 +147,16 @@ def best_variant(
                 why[i].append(f"{name} {value:.4g} < min {bound['min']}")
             if "max" in bound and value > float(bound["max"]):
                 why[i].append(f"{name} {value:.4g} > max {bound['max']}")
+    degenerate: dict[str, list[str]] = {}
+    if not allow_degenerate:
+        from .diagnostics import failure_modes
+
+        modes = results.failure_modes() if hasattr(results, "failure_modes") else None
+        modes = modes or failure_modes(results)
+        for i, v in enumerate(table["variant"]):
+            if reasons := modes.reasons(str(v)):
+                degenerate[str(v)] = reasons
+                why[i].append("degenerate: " + "; ".join(reasons))
     values = table[col].to_numpy(dtype=float)
     for i, value in enumerate(values):
         if math.isnan(value) and not why[i]:
@@ -151,6 +167,14 @@ def best_variant(
         lines = "\n".join(
             f"  - {v}: {w}" for v, w in zip(table["variant"], table["why"], strict=True)
         )
+        if degenerate:
+            raise DegenerateVariant(
+                f"no variant can be picked as the winner:\n{lines}\n"
+                "A degenerate variant's success rate is not skill; fix the prompt (see "
+                "labkit.diagnostics.failure_modes), or pass allow_degenerate=True to pick "
+                "one anyway.",
+                degenerate,
+            )
         raise ConfigError(
             f"no variant satisfies the constraints {dict(constraints or {})}:\n{lines}\n"
             "Relax a constraint, or run more items / variants.",
@@ -188,15 +212,17 @@ def export_config(
     note: str = "",
     author: str | None = None,
     allow_unpinned: bool = False,
+    allow_degenerate: bool = False,
     client: Client | None = None,
 ) -> Path:
     """Write `variant` (default: `best_variant(results, metric, constraints)`) as a config file.
 
     The model is the pinned id that answered (an alias is resolved; a floating name is refused
-    unless `allow_unpinned`). `review_below` defaults to `labkit.stats.choose_threshold` at
-    `target_accuracy` when the variant reported confidences. The suite is `suite_size`
-    labelled items, spread over the expected labels. If `path` exists, its content stays in
-    the history and this becomes the next version. Credentials are never written.
+    unless `allow_unpinned`; a degenerate best variant unless `allow_degenerate`).
+    `review_below` defaults to `labkit.stats.choose_threshold` at `target_accuracy` when the
+    variant reported confidences. The suite is `suite_size` labelled items, spread over the
+    expected labels. If `path` exists, its content stays in the history and this becomes the
+    next version. Credentials are never written.
     """
     meta = getattr(results, "meta", None) or {}
     if not meta.get("prompts"):
@@ -208,7 +234,7 @@ def export_config(
     df = _frame_of(results)
     table = _summary(results)
     if variant is None:
-        win = best_variant(results, metric, constraints)
+        win = best_variant(results, metric, constraints, allow_degenerate=allow_degenerate)
     else:
         if variant not in set(table["variant"]):
             raise InputError(f"unknown variant {variant!r}; have {list(table['variant'])}")

@@ -13,7 +13,13 @@ from typing import Any
 
 from .schema import SchemaLike, normalise, properties, resolve, to_json_schema
 
-__all__ = ["json_instructions", "response_format"]
+__all__ = [
+    "copies_example",
+    "format_line",
+    "json_instructions",
+    "legacy_example",
+    "response_format",
+]
 
 
 def _branches(s: dict[str, Any], root: dict[str, Any]) -> list[Any]:
@@ -64,8 +70,74 @@ def _describe(s: Any, root: dict[str, Any]) -> str:
     )
 
 
+def _placeholder(s: Any, root: dict[str, Any]) -> str:
+    """A slot in the format line that cannot pass for an answer: ``<"a" or "b">``, ``<a string>``."""
+    r = resolve(s, root)
+    if isinstance(r, dict) and r.get("enum"):
+        return "<" + " or ".join(json.dumps(x) for x in r["enum"]) + ">"
+    return f"<{_describe(s, root)}>"
+
+
+_CONFIDENCE_SLOT = "<your confidence, 0 to 1>"
+LEGACY_CONFIDENCE = 0.9
+"""The confidence labkit's format example showed before it used placeholders (replies that
+copied it are flagged by `copies_example`)."""
+
+
+def format_line(schema: SchemaLike, *, confidence: bool = True) -> str | None:
+    """The one-line shape of the reply shown in the instructions (None without named fields)."""
+    js = normalise(schema)
+    if js is None or not (props := properties(js)):
+        return None
+    parts = []
+    for name, sub in props.items():
+        parts.append(f"{json.dumps(name)}: {_placeholder(sub, js)}")
+        if confidence:
+            parts.append(f"{json.dumps(name + '_confidence')}: {_CONFIDENCE_SLOT}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def legacy_example(schema: SchemaLike, *, confidence: bool = True) -> dict[str, Any]:
+    """The example object earlier versions showed (first enum value, 0.9 confidences); kept
+    so that replies which copied it in older runs are still recognised."""
+    js = normalise(schema)
+    out: dict[str, Any] = {}
+    if js is None:
+        return out
+    props = properties(js)
+    for name, sub in props.items():
+        out[name] = _example(sub, js)
+        if confidence:
+            out[f"{name}_confidence"] = LEGACY_CONFIDENCE
+    return out
+
+
+def copies_example(output: str | None, schema: SchemaLike, *, legacy: bool = False) -> bool:
+    """Whether a reply parrots the format line instead of answering: it contains one of the
+    ``<...>`` slots, which no real answer does.
+
+    With `legacy`, also a reply holding the old example object verbatim (first enum value,
+    0.9 confidences). That is only evidence for runs made with the old instructions, and even
+    then a right answer can look the same, so it is off by default; a variant that copied the
+    old example shows up as collapsed predictions instead.
+    """
+    js = normalise(schema)
+    if js is None or not (props := properties(js)) or not isinstance(output, str):
+        return False
+    slots = [_placeholder(sub, js) for sub in props.values()] + [_CONFIDENCE_SLOT]
+    if any(slot in output for slot in slots):
+        return True
+    return legacy and json.dumps(legacy_example(schema)) in output
+
+
 def json_instructions(schema: SchemaLike, *, confidence: bool = True) -> str:
-    """Prompt text asking for exactly this JSON, for models without a native JSON mode."""
+    """Prompt text asking for exactly this JSON, for models without a native JSON mode.
+
+    It is appended after the user's prompt, so it says how the prompt's own answer ("answer
+    with one word") fits into the object instead of contradicting it, and it shows the shape
+    with ``<...>`` slots rather than sample values: a small model copies sample values (the
+    old example's "positive" / 0.9 came back as answers), and a copied slot is easy to flag.
+    """
     js = normalise(schema)
     if js is None:
         return "Answer with one JSON value only: no prose, no code fences, no comments."
@@ -77,23 +149,21 @@ def json_instructions(schema: SchemaLike, *, confidence: bool = True) -> str:
         )
     required = set(resolve(js, js).get("required") or ())
     lines = [
-        "Answer with one JSON object only: no prose before or after it, no code fences, no "
-        "comments. Use exactly these keys:"
+        "Give your answer as one JSON object and nothing else: no prose before or after it, no "
+        "code fences, no comments. Whatever the task above asks you to answer (a word, a label, "
+        "a number) goes into the matching key. Use exactly these keys:"
     ]
-    example: dict[str, Any] = {}
     for name, sub in props.items():
         sub_r = resolve(sub, js)
         desc = sub_r.get("description") if isinstance(sub_r, dict) else None
         need = "required" if name in required else "optional, may be null"
         lines.append(f'- "{name}" ({need}): {_describe(sub, js)}' + (f". {desc}" if desc else ""))
-        example[name] = _example(sub, js)
         if confidence:
             lines.append(
                 f'- "{name}_confidence": a number from 0 to 1, how sure you are of "{name}"'
             )
-            example[f"{name}_confidence"] = 0.9
-    lines.append("Example of the format (placeholder values):")
-    lines.append(json.dumps(example))
+    lines.append("Shape of the reply (replace each <...> with your own answer; do not copy it):")
+    lines.append(str(format_line(schema, confidence=confidence)))
     return "\n".join(lines)
 
 

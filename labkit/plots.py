@@ -12,7 +12,8 @@ exception), which keeps them quick to build and small inside an HTML report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "coverage_chart",
     "forest_chart",
     "latency_chart",
+    "money",
     "reliability_chart",
     "repair_chart",
     "success_chart",
@@ -60,6 +62,9 @@ def _figure(
         "hoverlabel": {"align": "left"},
         "margin": {"l": 70, "r": 30, "t": 70, "b": 70},
         "legend": {"title": {"text": ""}},
+        # A fixed height: with only autosize, a window resize while the chart sits in a
+        # hidden tab measures a 0-px container and leaves the chart 0 px high.
+        "height": 420,
     }
     for key in ("xaxis", "yaxis"):
         base[key].update(layout.pop(key, {}))
@@ -93,6 +98,49 @@ def _guard(df: pd.DataFrame, title: str, columns: Sequence[str]) -> go.Figure | 
     return None
 
 
+def money(usd: float) -> str:
+    """A cost a person can read: "free" at 0, significant digits when tiny, "n/a" if unknown."""
+    try:
+        v = float(usd)
+    except (TypeError, ValueError):
+        return "n/a"
+    if v != v:
+        return "n/a"
+    if v == 0:
+        return "free"
+    if abs(v) >= 0.01:
+        return f"${v:,.2f}"
+    if abs(v) < 1e-7:
+        return f"${v:.1e}"
+    digits = 1 - math.floor(math.log10(abs(v)))  # two significant digits, no exponent
+    return f"${v:.{digits}f}"
+
+
+def _answered_note(df: pd.DataFrame, by: str) -> dict[Any, str]:
+    """group -> "⚠ k answered by <model>" where a fallback gave some of its answers."""
+    from .diagnostics import answered_by_other
+
+    other = answered_by_other(df)
+    if not other.any():
+        return {}
+    out = {}
+    for key, rows in df[other].groupby(by, sort=False, observed=True):
+        models = ", ".join(str(m).split("/")[-1] for m in pd.unique(rows["model_id"]))
+        out[key] = f"⚠ {len(rows)} answered by {models}"
+    return out
+
+
+def _x_axis(df: pd.DataFrame, by: str, keys: Sequence[Any], n: Sequence[Any]) -> dict[str, Any]:
+    """Category axis whose tick labels carry n and, when a fallback answered, which model."""
+    notes = _answered_note(df, by)
+    x = [str(k) for k in keys]
+    text = [
+        f"{k}<br>n={int(c)}" + (f"<br>{notes[k]}" if k in notes else "")
+        for k, c in zip(keys, n, strict=True)
+    ]
+    return _CATEGORY | {"tickmode": "array", "tickvals": x, "ticktext": text}
+
+
 def _labels(values: pd.Series) -> list[str]:
     return [str(v) for v in values]
 
@@ -111,8 +159,18 @@ def _note(groups: Sequence[Any], why: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- success
 
 
-def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) -> go.Figure:
-    """Success rate per group with Wilson interval bars (`stats.success_rates`)."""
+def success_chart(
+    df: pd.DataFrame,
+    by: str = "variant",
+    alpha: float = 0.05,
+    baselines: Mapping[Any, float] | None = None,
+) -> go.Figure:
+    """Success rate per group with Wilson interval bars (`stats.success_rates`).
+
+    One colour per group, n in the axis labels, and, given `baselines` (group -> the
+    majority-class rate, `labkit.diagnostics`), a marker for the rate a constant answer gets.
+    A group some of whose answers came from a fallback model says so in its label.
+    """
     import plotly.graph_objects as go
 
     level = f"{1 - alpha:.0%}"
@@ -125,10 +183,11 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
         return _empty(title, "No usable rows: every row lacks a 'passed' value.")
     rate = shown["rate"].to_numpy()
     custom = shown[["n", "successes", "ci_low", "ci_high", "errors", "n_items"]].to_numpy(float)
+    x = _labels(shown[by])
     bar = go.Bar(
-        x=_labels(shown[by]),
+        x=x,
         y=rate,
-        marker_color=_COLORS[0],
+        marker_color=[_COLORS[i % len(_COLORS)] for i in range(len(shown))],
         error_y={
             "type": "data",
             "symmetric": False,
@@ -136,7 +195,8 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
             "arrayminus": rate - shown["ci_low"].to_numpy(),
         },
         text=[f"{r:.0%}" for r in rate],
-        textposition="inside",
+        textposition="outside",
+        cliponaxis=False,
         customdata=custom,
         hovertemplate=(
             "<b>%{x}</b><br>success %{y:.1%}<br>"
@@ -145,14 +205,32 @@ def success_chart(df: pd.DataFrame, by: str = "variant", alpha: float = 0.05) ->
             "%{customdata[4]:.0f} error rows<extra></extra>"
         ),
         name="success rate",
+        showlegend=False,
     )
+    traces: list[Any] = [bar]
+    if baselines:
+        base = [float(baselines.get(k, np.nan)) for k in shown[by]]
+        if not all(np.isnan(base)):
+            traces.append(
+                go.Scatter(
+                    x=x,
+                    y=base,
+                    mode="markers",
+                    name="majority-class baseline (always the most common label)",
+                    marker={"symbol": "line-ew-open", "size": 40, "color": "#333",
+                            "line": {"width": 3}},
+                    hovertemplate="<b>%{x}</b><br>baseline %{y:.1%}<extra></extra>",
+                )
+            )  # fmt: skip
     return _figure(
-        [bar],
+        traces,
         title,
         by,
         "success rate",
-        xaxis=_CATEGORY,
-        yaxis={"range": [0, 1.05], "tickformat": ".0%"},
+        xaxis=_x_axis(df, by, list(shown[by]), list(shown["n"])),
+        yaxis={"range": [0, 1.12], "tickformat": ".0%"},
+        showlegend=len(traces) > 1,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
         annotations=_note(t.loc[t["n"] == 0, by].tolist(), "no usable rows"),
     )
 
@@ -165,14 +243,22 @@ def forest_chart(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> go.Figure:
-    """Paired differences (a − b) with bootstrap intervals; Holm-significant pairs filled.
+    """Paired differences (a − b) with their intervals; the marker is the verdict.
 
-    All pairs, or each group against `baseline` (positive = better than the baseline).
+    All pairs, or each group against `baseline` (positive = better than the baseline). The
+    verdict follows `labkit.diagnostics.significant` (the interval excludes 0), the same rule
+    as the compare view's header, and the legend says so.
     """
     import plotly.graph_objects as go
 
+    from .diagnostics import significant
+
     what = f"vs {baseline}" if baseline is not None else "all pairs"
-    title = f"Paired difference in success rate, {what} ({1 - alpha:.0%} bootstrap CI)"
+    title = (
+        f"Paired difference in success rate, {what} ({1 - alpha:.0%} paired CI)<br><sup>"
+        "paired: both sides answered the same items; hover for the exact McNemar test on the "
+        "discordant items (one right, the other wrong), Holm-adjusted across pairs</sup>"
+    )
     if (fig := _guard(df, title, [by, "item_id", "passed"])) is not None:
         return fig
     t = stats.pairwise_comparisons(df, by, baseline, alpha=alpha, n_boot=n_boot, seed=seed)
@@ -180,12 +266,19 @@ def forest_chart(
     if shown.empty:
         why = "fewer than two groups" if t.empty else "no items answered by both sides of a pair"
         return _empty(title, f"Nothing to compare: {why}.")
+    verdicts = np.array(
+        [
+            significant({"ci_low": lo, "ci_high": hi})
+            for lo, hi in shown[["ci_low", "ci_high"]].to_numpy()
+        ],
+        dtype=bool,
+    )
     traces = []
     for sig, name, color, symbol in (
-        (True, "significant (Holm)", _BAD, "diamond"),
-        (False, "not significant", _MUTED, "circle-open"),
+        (True, "significant: the interval excludes 0", _BAD, "diamond"),
+        (False, "not significant: the interval includes 0", _MUTED, "circle-open"),
     ):
-        part = shown[shown["significant"] == sig]
+        part = shown[verdicts == sig]
         if part.empty:
             continue
         diff = part["diff"].to_numpy()
@@ -196,6 +289,7 @@ def forest_chart(
                 y=[f"{a} − {b}" for a, b in zip(part["a"], part["b"], strict=True)],
                 mode="markers",
                 name=name,
+                showlegend=True,
                 marker={"color": color, "symbol": symbol, "size": 11},
                 error_x={
                     "type": "data",
@@ -208,7 +302,8 @@ def forest_chart(
                 hovertemplate=(
                     "<b>%{y}</b><br>difference %{x:+.1%}<br>"
                     "CI %{customdata[0]:+.1%} – %{customdata[1]:+.1%}<br>"
-                    "McNemar p %{customdata[2]:.3g}, Holm %{customdata[3]:.3g}<br>"
+                    "exact McNemar p %{customdata[2]:.3g} (Holm-adjusted for several pairs "
+                    "%{customdata[3]:.3g})<br>"
                     "%{customdata[4]:.0f} items; first better on %{customdata[5]:.0f}, "
                     "second on %{customdata[6]:.0f}<extra></extra>"
                 ),
@@ -224,7 +319,9 @@ def forest_chart(
         xaxis={"tickformat": "+.0%", "zeroline": False},
         yaxis=_CATEGORY | {"categoryorder": "array", "categoryarray": order[::-1]},
         shapes=[zero | {"line": {"color": "#444", "dash": "dot"}}],
-        height=max(320, 60 + 36 * len(order)),
+        height=max(340, 90 + 36 * len(order)),
+        showlegend=True,
+        legend={"title": {"text": "verdict"}, "orientation": "h", "y": 1.02, "yanchor": "bottom"},
         annotations=_note(
             [f"{a} − {b}" for a, b in t.loc[t["n_items"] == 0, ["a", "b"]].to_numpy()],
             "no items in common",
@@ -249,8 +346,10 @@ def confidence_chart(df: pd.DataFrame, field: str | None = None, by: str = "vari
         return fig
     cf = stats.confidence_frame(df, field, by)
     cf = cf[cf["confidence"].notna()]
+    silent = [k for k in pd.unique(df[by]) if k not in set(cf[by])]
     if cf.empty:
-        return _empty(title, "No row reports a confidence with a known correctness.")
+        names = ", ".join(str(k) for k in silent)
+        return _empty(title, f"No variant reports a confidence ({names}).")
     traces = []
     for ok, name, side, color in (
         (1.0, "correct", "positive", _GOOD),
@@ -285,6 +384,7 @@ def confidence_chart(df: pd.DataFrame, field: str | None = None, by: str = "vari
         violingap=0.1,
         xaxis=_CATEGORY,
         yaxis={"range": [0, 1.02]},
+        annotations=_note(silent, "no confidence reported"),
     )
 
 
@@ -295,7 +395,11 @@ def reliability_chart(
     import plotly.graph_objects as go
 
     what = f" (field '{field}')" if field else ""
-    title = f"Reliability diagram{what}: accuracy vs stated confidence"
+    title = (
+        f"Reliability diagram{what}: accuracy vs stated confidence<br><sup>ECE (expected "
+        "calibration error): the average gap between stated confidence and accuracy, 0 = "
+        "perfectly calibrated</sup>"
+    )
     cols = ["confidence", "passed"] if field is None else ["confidences", "field_correct"]
     if (fig := _guard(df, title, [by, *cols])) is not None:
         return fig
@@ -425,7 +529,14 @@ def token_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
         )
         for i, (name, y, total) in enumerate(parts)
     ]
-    return _figure(traces, title, by, "mean tokens per call", barmode="stack", xaxis=_CATEGORY)
+    return _figure(
+        traces,
+        title,
+        by,
+        "mean tokens per call",
+        barmode="stack",
+        xaxis=_x_axis(df, by, list(c[by]), list(c["n"])),
+    )
 
 
 def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
@@ -439,12 +550,19 @@ def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
     c = c[c["n"] > 0]
     if c["total_cost"].isna().all():
         return _empty(title, "No row has a known cost.")
+    if (c["total_cost"].fillna(0) == 0).all():
+        local = "model_id" in df and df["model_id"].astype(str).str.startswith("local/").all()
+        return _empty(
+            title,
+            "free: local model, every call cost $0" if local else "Every call cost $0 (free).",
+        )
     x = _labels(c[by])
     custom = c[["total_cost", "successes", "n"]].to_numpy(float)
     hover = (
-        "<b>%{x}</b><br>%{fullData.name}: $%{y:.5f}<br>total $%{customdata[0]:.4f}<br>"
+        "<b>%{x}</b><br>%{fullData.name}: $%{y:.3~g}<br>total $%{customdata[0]:.3~g}<br>"
         "%{customdata[1]:.0f} successes in %{customdata[2]:.0f} calls<extra></extra>"
     )
+    top = float(np.nanmax(c[["cost_per_item", "cost_per_success"]].to_numpy(float)))
     per_success = c["cost_per_success"].to_numpy()
     traces = [
         go.Bar(
@@ -471,8 +589,8 @@ def cost_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
         by,
         "USD",
         barmode="group",
-        xaxis=_CATEGORY,
-        yaxis={"tickformat": "$.4f"},
+        xaxis=_x_axis(df, by, list(c[by]), list(c["n"])),
+        yaxis={"tickformat": "$.2~g" if top < 0.01 else "$,.2f", "rangemode": "tozero"},
         annotations=_note(broke, "cost per success, no successes"),
     )
 
@@ -512,7 +630,33 @@ def latency_chart(df: pd.DataFrame, by: str = "variant", include_errors: bool = 
         )
     if not traces:
         return _empty(title, "No row has a latency (every row errored?).")
-    return _figure(traces, title, by, "seconds", boxmode="group", xaxis=_CATEGORY)
+    # The first call to an in-process model pays for loading it; say so where it shows.
+    fresh = df[~df["cache_hit"].astype(bool)] if "cache_hit" in df else df
+    local = fresh[
+        fresh.get("model_id", pd.Series("", index=fresh.index)).astype(str).str.startswith("local/")
+    ]
+    loaded = []
+    for key, rows in local.groupby(by, sort=False, observed=True):
+        lat = rows["latency_s"].dropna()
+        if len(lat) > 1 and lat.max() > 3 * lat.median():
+            loaded.append(f"{key} (slowest call {lat.max():.1f} s vs median {lat.median():.1f} s)")
+    shown = s[s["latency_n"] > 0] if "latency_n" in s else s
+    n = list(shown["latency_n"]) if "latency_n" in shown else [0] * len(shown)
+    return _figure(
+        traces,
+        title,
+        by,
+        "seconds",
+        boxmode="group",
+        xaxis=_x_axis(df, by, list(shown[by]), n),
+        annotations=[
+            {"text": "First call includes loading the local model: " + "; ".join(loaded)}
+            | {"showarrow": False, "xref": "paper", "yref": "paper", "x": 0, "y": -0.2}
+            | {"xanchor": "left", "font": {"size": 11}}
+        ]
+        if loaded
+        else [],
+    )
 
 
 def repair_chart(df: pd.DataFrame, by: str = "variant") -> go.Figure:
@@ -558,10 +702,11 @@ def all_charts(
     baseline: Any = None,
     field: str | None = None,
     alpha: float = 0.05,
+    baselines: Mapping[Any, float] | None = None,
 ) -> dict[str, go.Figure]:
     """Every chart for the HTML report, keyed by a stable short name."""
     return {
-        "success": success_chart(df, by, alpha),
+        "success": success_chart(df, by, alpha, baselines),
         "forest": forest_chart(df, by, baseline, alpha),
         "confidence": confidence_chart(df, field, by),
         "reliability": reliability_chart(df, field, by),

@@ -75,6 +75,7 @@ class Results:
         self.df = df
         self.meta: dict[str, Any] = dict(meta or {})
         self.experiment = experiment
+        self._modes: tuple[tuple[int, int], Any] | None = None
 
     def __len__(self) -> int:
         return len(self.df)
@@ -120,6 +121,12 @@ class Results:
         lat = lat[[by, "latency_n", "latency_p50", "latency_p95", "ttft_p50"]]
         for part in (extra, cost, lat):
             out = out.merge(part, on=by, how="left")
+        if by == "variant" and len(df):  # the rate a constant answer gets, and who answered
+            modes = self.failure_modes().table.set_index("variant")
+            at = out.columns.get_loc("ci_high") + 1
+            out.insert(at, "baseline", out[by].map(modes["baseline"]).astype(float))
+            out["answered_by"] = out[by].map(modes["answered_by"])
+            out["warnings"] = out[by].map(modes["warnings"].map(len)).fillna(0).astype("int64")
         return out.merge(_vs_best(df, out, by), on=by, how="left")
 
     def compare(self, a: str, b: str, by: str = "variant") -> PairedResult:
@@ -150,16 +157,49 @@ class Results:
         """Every chart of the report, keyed by name (plotly Figures)."""
         from . import plots
 
-        return plots.all_charts(self.df, by=by)
+        baselines = None
+        if by == "variant" and len(self.df):
+            modes = self.failure_modes().table
+            baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
+        return plots.all_charts(self.df, by=by, baselines=baselines)
 
     def best(
-        self, metric: str = "success_rate", constraints: Mapping[str, Any] | None = None
+        self,
+        metric: str = "success_rate",
+        constraints: Mapping[str, Any] | None = None,
+        *,
+        allow_degenerate: bool = False,
     ) -> Any:
         """The winning variant (a `labkit.export.Winner`) on `metric` among those meeting
-        `constraints`; see `labkit.config.best_variant`."""
+        `constraints`; degenerate variants only with `allow_degenerate` (see
+        `labkit.config.best_variant`)."""
         from .config import best_variant
 
-        return best_variant(self, metric=metric, constraints=constraints)
+        return best_variant(
+            self, metric=metric, constraints=constraints, allow_degenerate=allow_degenerate
+        )
+
+    def judged_by(self, evaluator: str = "human") -> Results:
+        """The same run scored by one evaluator: `passed` is ``scores[evaluator] >= 0.5`` and
+        rows it did not score are left out of the rates (e.g. the matrix's thumbs, "human")."""
+        import pandas as pd
+
+        df = self.df.copy()
+        got = [s.get(evaluator) if isinstance(s, dict) else None for s in df["scores"]]
+        value = pd.to_numeric(pd.Series(got, index=df.index, dtype=object), errors="coerce")
+        df["passed"] = (value >= 0.5).astype("boolean").mask(value.isna())
+        df["score"] = value
+        return Results(df[value.notna()].reset_index(drop=True), self.meta, self.experiment)
+
+    def failure_modes(self) -> Any:
+        """Baselines, per-label accuracy, confusion, collapse / parrot / fallback warnings
+        (a `labkit.diagnostics.FailureModes`)."""
+        from .diagnostics import failure_modes
+
+        key = (id(self.df), len(self.df))  # computed once per frame: summary, charts, best
+        if self._modes is None or self._modes[0] != key:
+            self._modes = (key, failure_modes(self))
+        return self._modes[1]
 
     def export_config(self, path: str | Path, variant: str | None = None, **kw: Any) -> Any:
         """Write the (best, or named) variant as a deployable config; see `labkit.config`."""
@@ -235,12 +275,27 @@ class Results:
             "n/a" if math.isnan(r) else f"{r:.1%} [{lo:.0%}, {hi:.0%}]"
             for r, lo, hi in zip(s["rate"], s["ci_low"], s["ci_high"], strict=True)
         ]
-        return f"<p><code>{head}</code></p>" + table.to_html(
-            index=False, float_format=lambda v: f"{v:.4g}", na_rep="–"
+        modes = self.failure_modes()
+        warned = "".join(
+            f"<li><b>{html.escape(str(r['variant']))}</b>: {html.escape(w)}</li>"
+            for r in modes.table.to_dict("records")
+            for w in r["warnings"]
+        )
+        return (
+            f"<p><code>{head}</code></p>"
+            + table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–")
+            + (
+                f"<ul class='labkit-failure-modes' style='color:#8a6d3b'>{warned}</ul>"
+                if warned
+                else ""
+            )
         )
 
 
-_SHOWN = ("variant", "n", "rate", "errors", "score_mean", "total_cost", "latency_p50")
+_SHOWN = (
+    "variant", "n", "rate", "baseline", "errors", "score_mean", "total_cost", "latency_p50",
+    "answered_by",
+)  # fmt: skip
 
 
 def _vs_best(df: pd.DataFrame, table: pd.DataFrame, by: str) -> pd.DataFrame:

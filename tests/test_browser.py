@@ -277,3 +277,129 @@ def test_ab_notebook_runs_and_the_builder_draws_its_charts(lab: Lab, browser: An
     screenshot(page, "browser_ab_form.png")
     print(f"run all: {ran_in:.1f} s; Run to charts: {to_charts:.1f} s; screenshot: {shot}")
     page.close()
+
+
+_HEIGHTS = """(sel) => Array.from(document.querySelectorAll(sel))
+    .filter(el => el.offsetParent !== null)
+    .map(el => el.getBoundingClientRect().height)"""
+
+
+def test_ab_notebook_matrix_preview_and_charts_that_survive_a_resize(
+    lab: Lab, browser: Any
+) -> None:
+    page = open_notebook(browser, lab, "02_ab_prompts.ipynb")
+    state = run_all(page, lab)
+    assert not state["errors"], f"cells failed in the browser: {state['errors']}"
+
+    # The prompt as sent: the user's prompt and labkit's JSON instructions, marked.
+    preview = page.locator(".labkit-preview").first
+    preview.scroll_into_view_if_needed()
+    instructions = preview.locator(".labkit-instructions")
+    assert instructions.count() >= 1
+    text = instructions.first.inner_text()
+    assert "JSON object" in text and '<"positive" or "negative" or "neutral">' in text
+    assert (
+        "What is the sentiment of this review?"
+        in preview.locator(".labkit-message").first.inner_text()
+    )
+    assert "calls" in preview.inner_text()
+    screenshot(page, "browser_prompt_preview.png")
+
+    # The item matrix: every item's inputs and label beside each variant's answer.
+    matrix = page.locator(".labkit-matrix").first
+    matrix.scroll_into_view_if_needed()
+    rows = matrix.locator("table.labkit-matrix-table tbody tr")
+    assert rows.count() == 16
+    first = rows.first
+    assert "review" in first.locator("td.lk-inputs").inner_text()
+    assert "sentiment" in first.locator("td.lk-expected").inner_text()
+    assert first.locator("td.lk-cell").count() == 2
+    screenshot(page, "browser_item_matrix.png")
+
+    # The builder's charts keep their height through window resizes.
+    builder = page.locator(".labkit-builder")
+    builder.scroll_into_view_if_needed()
+    builder.locator("button.widget-button[title='Run']").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('.labkit-builder .js-plotly-plot').length >= 4",
+        timeout=300_000,
+    )
+    builder.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    before = page.evaluate(_HEIGHTS, ".labkit-builder .js-plotly-plot")
+    assert before and min(before) > 100, before
+    for size in ({"width": 900, "height": 700}, {"width": 1400, "height": 1000}):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(800)
+    builder.locator(".lm-TabBar-tab", has_text="A/B compare").click()
+    page.wait_for_timeout(300)
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.wait_for_timeout(800)
+    builder.locator(".lm-TabBar-tab", has_text="Summary").click()
+    page.wait_for_timeout(800)
+    after = page.evaluate(_HEIGHTS, ".labkit-builder .js-plotly-plot")
+    assert len(after) == len(before) and min(after) > 100, (before, after)
+    builder.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    screenshot(page, "browser_builder_after_resize.png")
+    page.close()
+
+
+_CONSTANT_NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "id": "k0",
+            "metadata": {},
+            "execution_count": None,
+            "outputs": [],
+            "source": (
+                "import json\n"
+                "import labkit\n"
+                "from labkit.datasets import load_dataset\n"
+                "from labkit.experiment import Experiment\n"
+                "from labkit.models import Registry\n"
+                "from labkit.testing import FakeOpenAIServer\n"
+                "from labkit.widgets import CompareView, ExportPanel\n"
+                "ds = load_dataset('review_sentiment').sample(20, seed=3)\n"
+                "truth = {r['review']: r['expected']['sentiment'] for r in ds.records()}\n"
+                "def reply(body):\n"
+                "    text = body['messages'][-1]['content']\n"
+                "    if text.startswith('Always'):\n"
+                "        return json.dumps({'sentiment': 'positive', 'sentiment_confidence': 0.7})\n"
+                "    label = next(v for k, v in truth.items() if k in text)\n"
+                "    return json.dumps({'sentiment': label, 'sentiment_confidence': 0.8})\n"
+                "server = FakeOpenAIServer(reply=reply).start()\n"
+                "import os; os.environ['LABKIT_DEMO_KEY'] = 'k'\n"
+                "M = 'openai/gpt-4o-mini-2024-07-18'\n"
+                "reg = Registry(models={M: {'api_base': server.url, 'api_key_env': 'LABKIT_DEMO_KEY'}})\n"
+                "client = labkit.Client(registry=reg, cache_dir='.labkit/const-cache', traces='.labkit/const.db')\n"
+                "prompts = {'constant': 'Always {{review}}', 'reads': 'Sentiment: {{review}}'}\n"
+                "res = Experiment(ds, prompts, [M], schema={'sentiment': ['positive', 'negative', 'neutral']},\n"
+                "                 client=client).run(progress=False)\n"
+                "server.stop()\n"
+                "CompareView(res)"
+            ),
+        }
+    ],
+    "metadata": {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def test_a_constant_answer_variant_gets_its_warning(lab: Lab, browser: Any) -> None:
+    (lab.root / "constant_answer.ipynb").write_text(json.dumps(_CONSTANT_NOTEBOOK))
+    page = open_notebook(browser, lab, "constant_answer.ipynb")
+    state = run_all(page, lab, timeout=300)
+    assert not state["errors"], state["errors"]
+    warning = page.locator(".labkit-compare .labkit-failure-modes")
+    warning.wait_for()
+    text = warning.inner_text()
+    assert "predictions collapse to one value: 'positive'" in text, text
+    assert "does not beat the majority-class baseline" in text
+    assert "baseline" in page.locator(".labkit-compare").inner_text()
+    warning.scroll_into_view_if_needed()
+    screenshot(page, "browser_constant_answer_warning.png")
+    page.close()

@@ -52,8 +52,11 @@ def test_forest_chart_all_pairs(df: pd.DataFrame) -> None:
     points = {y: x for tr in fig.data for x, y in zip(tr.x, tr.y, strict=True)}
     for r in t.itertuples():
         assert points[f"{r.a} − {r.b}"] == pytest.approx(r.diff)
-    sig = [tr for tr in fig.data if tr.name == "significant (Holm)"]
-    assert sig and len(sig[0].x) == int(t["significant"].sum())
+    # one verdict rule: a filled marker exactly where the interval excludes 0
+    excludes = int(((t["ci_low"] > 0) | (t["ci_high"] < 0)).sum())
+    sig = [tr for tr in fig.data if tr.name == "significant: the interval excludes 0"]
+    assert excludes and sig and len(sig[0].x) == excludes
+    assert all(tr.showlegend for tr in fig.data) and fig.layout.legend.title.text == "verdict"
     assert fig.layout.shapes[0].x0 == 0  # the no-difference line
 
 
@@ -69,7 +72,8 @@ def test_forest_chart_without_differences_has_no_significant_trace() -> None:
     same = make_results(n_items=30, skills=(0.0, 0.0, 0.0, 0.0), seed=5)
     same["passed"] = same.groupby("item_id")["passed"].transform("first")  # identical outcomes
     fig = plots.forest_chart(same, n_boot=100)
-    assert [tr.name for tr in fig.data] == ["not significant"]
+    assert [tr.name for tr in fig.data] == ["not significant: the interval includes 0"]
+    assert fig.data[0].showlegend  # a single trace still gets its legend entry
 
 
 def test_confidence_chart_splits_correct_and_wrong(df: pd.DataFrame) -> None:
@@ -193,7 +197,10 @@ def test_degenerate_frames_give_annotated_figures(df: pd.DataFrame) -> None:
         plots.coverage_chart(errors),
         plots.confidence_chart(errors, field="date"),
     ):
-        assert not fig.data and "No row reports a confidence" in annotation(fig)
+        assert not fig.data and (
+            "No row reports a confidence" in annotation(fig)
+            or "No variant reports a confidence (terse · small," in annotation(fig)
+        )
     assert "No row has a latency" in annotation(plots.latency_chart(errors))
     assert "No row has a known cost" in annotation(plots.cost_chart(errors))
     missing = plots.latency_chart(df.drop(columns="ttft_s"))
@@ -215,3 +222,47 @@ def test_charts_group_by_any_column(df: pd.DataFrame) -> None:
     numeric = df.assign(model=df["model"].map({"small": "4", "large": "8"}))
     fig = plots.success_chart(numeric, by="model")
     assert fig.layout.xaxis.type == "category" and list(fig.data[0].x) == ["4", "8"]
+
+
+def test_cost_chart_says_free_for_a_local_model_and_reads_tiny_costs(df: pd.DataFrame) -> None:
+    local = df.assign(cost_usd=0.0, model_id="local/smollm2-135m")
+    fig = plots.cost_chart(local)
+    assert not fig.data and "free: local model" in annotation(fig)
+    tiny = plots.cost_chart(df.assign(cost_usd=df["cost_usd"] / 1000))
+    assert tiny.layout.yaxis.tickformat == "$.2~g" and tiny.layout.yaxis.rangemode == "tozero"
+
+
+def test_confidence_chart_names_variants_without_confidence(df: pd.DataFrame) -> None:
+    quiet = df["variant"] == df["variant"].iloc[0]
+    mixed = df.assign(confidence=df["confidence"].mask(quiet))
+    fig = plots.confidence_chart(mixed)
+    assert f"no confidence reported): {df['variant'].iloc[0]}" in annotation(fig)
+
+
+def test_success_chart_shows_n_colours_and_the_baseline(df: pd.DataFrame) -> None:
+    t = stats.success_rates(df)
+    base = dict.fromkeys(t["variant"], 0.4)
+    fig = plots.success_chart(df, baselines=base)
+    bar, line = fig.data
+    assert len(set(bar.marker.color)) == len(t)  # a colour per variant
+    assert list(fig.layout.xaxis.ticktext) == [
+        f"{v}<br>n={n}" for v, n in zip(t["variant"], t["n"], strict=True)
+    ]
+    assert list(line.y) == [0.4] * len(t) and "baseline" in line.name
+
+
+def test_charts_name_the_model_that_answered_and_mark_model_loading(df: pd.DataFrame) -> None:
+    v = df["variant"].iloc[0]
+    local = df.assign(model="local/smollm2-135m", model_id="local/smollm2-135m", cache_hit=False)
+    fell = local["variant"] == v
+    local.loc[fell, "model"] = "openai/gpt-4o-2024-08-06"
+    local.loc[fell, "model_id"] = "openai/gpt-4o-mini-2024-07-18"
+    for fig in (plots.success_chart(local), plots.cost_chart(df.assign(model=local["model"],
+                model_id=local["model_id"])), plots.token_chart(local)):  # fmt: skip
+        ticks = " ".join(fig.layout.xaxis.ticktext)
+        assert "answered by gpt-4o-mini-2024-07-18" in ticks and "n=" in ticks
+    slow = local.copy()
+    first = slow.index[slow["variant"] != v][0]
+    slow.loc[first, "latency_s"] = 60.0  # the call that loaded the model
+    fig = plots.latency_chart(slow)
+    assert "First call includes loading the local model" in annotation(fig)

@@ -7,7 +7,6 @@ table with a note saying why), never loosen the comparison.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import pytest
@@ -255,11 +254,11 @@ def test_json_instructions_lists_fields_confidences_and_example() -> None:
     for name in ("category", "priority", "order_id", "product"):
         assert f'"{name}"' in text and f'"{name}_confidence"' in text
     assert 'one of "billing", "shipping", "technical", "account", "other"' in text
-    example = json.loads(text.splitlines()[-1])
-    assert example["category"] == "billing" and example["category_confidence"] == 0.9
-    # the example itself parses cleanly against the schema
-    p = parse(text.splitlines()[-1], SCHEMAS["TICKET"])
-    assert p.clean and p.confidences["priority"] == 0.9
+    # the shape shows <...> slots, not sample values a model could copy as its answer
+    shape = text.splitlines()[-1]
+    assert '"category": <"billing" or "shipping" or "technical" or "account" or "other">' in shape
+    assert '"priority_confidence": <your confidence, 0 to 1>' in shape
+    assert "0.9" not in text and not parse(shape, SCHEMAS["TICKET"]).clean
 
 
 def test_json_instructions_without_confidence_and_for_models() -> None:

@@ -20,7 +20,7 @@ from labkit.errors import DatasetError, LabkitError
 from labkit.models import Registry
 from labkit.testing import FakeBackend, provider_error
 from labkit.widgets import CompareView, PolicyPanel, TraceBrowser
-from labkit.widgets._common import FigureBox, Notice, figure_bundle, guarded
+from labkit.widgets._common import FigureBox, Notice, esc, figure_bundle, guarded
 
 sys.path.insert(0, str(Path(__file__).parent))
 from frames import binary_frame, make_results
@@ -513,10 +513,29 @@ def test_builder_model_errors_become_rows_not_tracebacks(client: Client) -> None
 
 
 # ------------------------------------------------------------------ export winner
-def _results(client: Client) -> Any:
+_REVIEW_LABELS: dict[str, str] = {}
+
+
+def _reader(request: Any) -> str:
+    """A 'model' that reads the label off the dataset, except on some items: it beats the
+    majority-class baseline, so it is a winner the export may pick."""
+    from labkit.datasets import load_dataset
+
+    text = str(request.messages[-1]["content"])
+    if not _REVIEW_LABELS:
+        for r in load_dataset("review_sentiment").records():
+            _REVIEW_LABELS[r["review"]] = r["expected"]["sentiment"]
+    labels = _REVIEW_LABELS
+    label = next((lab for review, lab in labels.items() if review in text), "neutral")
+    if sum(map(ord, text)) % 4 == 0:  # the variants differ a little
+        label = "neutral"
+    return json.dumps({"sentiment": label, "sentiment_confidence": 0.4 + (len(text) % 6) / 10})
+
+
+def _results(client: Client, fake: Any = None) -> Any:
     from labkit.experiment import Experiment
 
-    client.add_backend("fake", FakeBackend(_fake_sentiment))
+    client.add_backend("fake", FakeBackend(fake or _reader))
     exp = Experiment(
         "review_sentiment",
         {"plain": "Sentiment of: {{review}}", "product": "{{product}}: {{review}}"},
@@ -561,3 +580,178 @@ def test_export_panel_problems_are_inline(client: Client, tmp_path: Path) -> Non
     strict.variant.value = results.variants[0]  # the rest of the panel still works
     click(strict.export_button)
     assert strict.notice.kind == "ok"
+
+
+def _always_positive(request: Any) -> str:
+    return json.dumps({"sentiment": "positive", "sentiment_confidence": 0.8})
+
+
+def test_export_panel_refuses_a_constant_answer_variant_and_says_why(
+    client: Client, tmp_path: Path
+) -> None:
+    from labkit.errors import DegenerateVariant
+    from labkit.widgets import ExportPanel
+
+    results = _results(client, _always_positive)
+    panel = ExportPanel(results, path=str(tmp_path / "w.yaml"))
+    assert panel.notice.kind == "error" and "DegenerateVariant" in panel.notice.text
+    assert "collapse to one value: 'positive'" in panel.notice.text
+    assert "labkit-failure-modes" in panel.warnings.value
+    assert "majority-class baseline" in panel.warnings.value
+    with pytest.raises(DegenerateVariant):
+        results.best()
+    panel.variant.value = results.variants[0]  # named: still refused, with the reason
+    assert panel.notice.kind == "warn" and "will not be exported" in panel.notice.text
+    click(panel.export_button)
+    assert panel.notice.kind == "error" and not (tmp_path / "w.yaml").exists()
+    panel.allow.value = True  # the explicit override
+    click(panel.export_button)
+    assert panel.notice.kind == "ok" and (tmp_path / "w.yaml").exists()
+
+
+# ------------------------------------------------------------------ item matrix
+def test_item_matrix_shows_inputs_labels_and_every_variant(client: Client) -> None:
+    from labkit.widgets import ItemMatrix
+
+    results = _results(client)
+    m = ItemMatrix(results, max_rows=500)
+    assert len(m.frame) == 125 and m.variants == results.variants
+    html = m.table.value
+    first = next(iter(results.experiment.dataset.records()))
+    assert esc(first["review"][:40]) in html  # the input
+    assert "<b>review</b>" in html  # labelled by its column
+    assert esc(json.dumps(first["expected"], ensure_ascii=False)) in html  # the label
+    for v in results.variants:
+        assert f">{v}</th>" in html
+    # a failing cell says why: expected vs got
+    assert "sentiment: expected" in html and "✗ fail" in html and "conf " in html
+
+
+def test_item_matrix_filters_agree_with_pandas(client: Client) -> None:
+    from labkit.widgets import ItemMatrix
+    from labkit.widgets.compare import answers
+
+    results = _results(client)
+    df = results.df.assign(answer=answers(results.df))
+    wide = df.pivot_table(index="item_id", columns="variant", values="answer", aggfunc="first")
+    passed = df.pivot_table(index="item_id", columns="variant", values="passed", aggfunc="first")
+    m = ItemMatrix(results)
+    m.set_filters(disagreements=True)
+    assert set(m.view()["item_id"]) == set(wide.index[wide.nunique(axis=1) > 1])
+    m.set_filters(disagreements=False, failures=True)
+    assert set(m.view()["item_id"]) == set(passed.index[(passed == 0).any(axis=1)])
+    recs = {str(r["id"]): r for r in results.experiment.dataset.records()}
+    word = recs[next(iter(recs))]["review"].split()[-1].strip(".,!?").upper()
+    m.set_filters(failures=False, search=word)  # case-insensitive; inputs, labels, answers
+    said = df.groupby("item_id")["answer"].agg(" ".join).str.lower()
+    want = {
+        i
+        for i, r in recs.items()
+        if word.lower()
+        in json.dumps({k: v for k, v in r.items() if k != "id"}, ensure_ascii=False).lower()
+        or word.lower() in said.get(i, "")
+    }
+    assert want and set(m.view()["item_id"]) == want
+    m.set_filters(search="", sort="lowest confidence first")
+    conf = m.view()["min_confidence"].dropna().tolist()
+    assert conf == sorted(conf)
+    assert "of 125 rows" in m.count.value
+
+
+def test_item_matrix_thumbs_become_a_human_score(client: Client) -> None:
+    from labkit.widgets import ItemMatrix
+
+    results = _results(client)
+    m = ItemMatrix(results)
+    ids = list(dict.fromkeys(results.df["item_id"]))
+    v = results.variants[0]
+    for i, item in enumerate(ids[:4]):
+        m.cell_item.value, m.cell_variant.value = item, v
+        m.comment.value = "reads sarcasm right" if i == 0 else ""
+        click(m.up if i < 3 else m.down)
+    assert m.notice.kind == "ok" and "'human' score" in m.notice.text
+    row = results.df[(results.df["item_id"] == ids[0]) & (results.df["variant"] == v)].iloc[0]
+    assert row["scores"]["human"] == 1.0 and row["human_comment"] == "reads sarcasm right"
+    judged = results.judged_by("human")
+    s = judged.summary().set_index("variant")
+    assert s.loc[v, "n"] == 4 and s.loc[v, "successes"] == 3
+    assert "👍" in m.render(m.frame[m.frame["item_id"] == ids[0]])
+    m.cell_item.value = "no-such-item"
+    click(m.up)
+    assert m.notice.kind == "error" and "no row for item" in m.notice.text
+
+
+# ------------------------------------------------------------------ prompt as sent
+def test_preview_shows_the_messages_as_sent_with_the_json_instructions(
+    fake_client: Client,
+) -> None:
+    from labkit.instructions import json_instructions
+
+    b = _builder(fake_client, prompts={"terse": "Answer with one word. Sentiment of: {{review}}"})
+    b.preview.refresh()
+    html = b.preview.messages.value
+    assert "labkit-instructions" in html and "Answer with one word." in html
+    assert "Whatever the task above asks you to answer" in html
+    sent = fake_client.prepare(
+        template="Answer with one word. Sentiment of: {{review}}",
+        variables={
+            k: v
+            for k, v in next(iter(b.used_dataset().records())).items()
+            if k not in ("id", "expected")
+        },
+        model="fake/sent-1",
+        schema={"sentiment": list(LABELS)},
+    ).messages[-1]["content"]
+    assert sent.endswith(json_instructions({"sentiment": list(LABELS)}))
+    est = b.preview.estimate.value
+    assert "12 items × 1 prompts × 1 models × 1 repeats = 12 calls" in est
+    assert "unknown (no price in the registry)" in est or "free" in est
+
+
+# ------------------------------------------------------------------ verdict and fallbacks
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([1] * 5 + [0] * 11, [0] * 16),  # the issue's case: 5 discordant items, all one way
+        ([1] * 14 + [0] * 2, [0] * 14 + [1] * 2),
+        ([1, 0] * 8, [0, 1] * 8),
+    ],
+)
+def test_compare_header_states_the_winner_and_agrees_with_its_interval(
+    a: list[int], b: list[int]
+) -> None:
+    from labkit.diagnostics import significant
+
+    view = CompareView(binary_frame(a, b))
+    r = view.result
+    sig = significant(r)
+    assert sig == (r.ci_low > 0 or r.ci_high < 0)
+    head = view.stats_box.value
+    assert f"data-significant='{str(sig).lower()}'" in head
+    if sig:
+        winner = "A (A)" if r.diff > 0 else "B (B)"
+        assert f"{winner} is better than" in head and "excludes 0" in head
+    else:
+        assert "no significant difference" in head and "includes 0" in head
+    assert "McNemar" in head  # explained in the tooltip of "discordant"
+    forest = view.charts.figures["forest"]
+    (trace,) = forest.data
+    assert trace.name == (
+        "significant: the interval excludes 0"
+        if sig
+        else "not significant: the interval includes 0"
+    )
+    assert trace.showlegend is True and forest.layout.legend.title.text == "verdict"
+
+
+def test_compare_view_leaves_out_answers_a_fallback_gave() -> None:
+    df = binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5, names=("p · big", "p · mini"))
+    df["model"] = df["variant"].map({"p · big": "openai/big-2024", "p · mini": "openai/mini-2024"})
+    df["model_id"] = df["model"]
+    fell_back = (df["variant"] == "p · big") & (df.index % 2 == 0)
+    df.loc[fell_back, "model_id"] = "openai/mini-2024"
+    view = CompareView(df)
+    assert view.excluded == int(fell_back.sum()) == 10
+    assert view.result.n_items == 10  # compared only on the items big answered itself
+    assert "answers given by a fallback model" in view.stats_box.value
+    assert "⚠" in view.modes_box.value and "a fallback answered" in view.modes_box.value

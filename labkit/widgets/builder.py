@@ -44,6 +44,10 @@ EVALUATORS = {
 """Evaluator choices of the form; none selected = the experiment's automatic choice."""
 TEMPERATURES = ["model default", 0.0, 0.3, 0.7, 1.0]
 FIRST_CHARTS = ("success", "forest", "cost", "latency")
+TABS = (
+    "Summary", "Item matrix", "A/B compare", "Traces", "Breakers & limits", "Export winner",
+    "Prompt as sent",
+)  # fmt: skip
 
 
 def _ev(name: str) -> Any:
@@ -96,6 +100,7 @@ class ExperimentBuilder:
         self._finished.set()
         self._last_draw = 0.0
         self._run_started = 0.0
+        self._stopping = False
 
         # ---- dataset
         self.notice = Notice()
@@ -145,7 +150,7 @@ class ExperimentBuilder:
             layout=w.Layout(width="420px"),
         )
         self.model_info = w.HTML()
-        self.model_pick.observe(guarded(self.notice, lambda _: self._show_models()), names="value")
+        self.model_pick.observe(guarded(self.notice, self._models_changed), names="value")
         self.model_add.observe(
             guarded(self.notice, lambda _: self.add_model_clicked()), names="value"
         )
@@ -160,7 +165,7 @@ class ExperimentBuilder:
         )
         self.schema_check = w.HTML()
         self.schema_text.observe(
-            guarded(self.notice, lambda _: self._check_schema()), names="value"
+            guarded(self.notice, lambda _: self._form_changed()), names="value"
         )
         self.schema_from_labels.on_click(guarded(self.notice, lambda _: self.schema_from_dataset()))
         self.evaluator_pick = w.SelectMultiple(
@@ -212,21 +217,26 @@ class ExperimentBuilder:
         self.compare_box = w.VBox([w.HTML("<i>run the grid to compare variants</i>")])
         self.traces_box = w.VBox([w.HTML("<i>run the grid to browse its calls</i>")])
         self.export_box = w.VBox([w.HTML("<i>run the grid to export its winner</i>")])
+        self.matrix_box = w.VBox([w.HTML("<i>run the grid to see every item's answers</i>")])
+        from .preview import PromptPreview
+
+        self.preview = PromptPreview(self._preview_source)
+        self.matrix: Any = None
         self.compare: Any = None
         self.traces: Any = None
         self.exporter: Any = None
         self.tabs = w.Tab(
             children=[
                 w.VBox([self.summary, self.charts.widget]),
+                self.matrix_box,
                 self.compare_box,
                 self.traces_box,
                 self.policy.widget,
                 self.export_box,
+                self.preview.widget,
             ]
         )
-        for i, title in enumerate(
-            ["Summary", "A/B compare", "Traces", "Breakers & limits", "Export winner"]
-        ):
+        for i, title in enumerate(TABS):
             self.tabs.set_title(i, title)
 
         def section(title: str) -> Any:
@@ -274,6 +284,32 @@ class ExperimentBuilder:
             self.evaluator_pick.value = tuple(evaluators)
         self._show_models()
         self._check_schema()
+        self.editor.on_checked = self._form_changed
+        self._form_changed()
+
+    _validating = False
+
+    def _models_changed(self, _: Any = None) -> None:
+        self._show_models()
+        self._form_changed()
+
+    def _form_changed(self) -> None:
+        """Re-validate after any edit: Run is enabled only on a valid form, and a "cannot run
+        yet" message follows the form (updated, or gone once everything is fixed)."""
+        if self._validating or (self.future is not None and not self.future.done()):
+            return
+        self._validating = True
+        try:
+            problems = self.problems()
+        finally:
+            self._validating = False
+        self.run_button.disabled = bool(problems)
+        self.run_button.tooltip = "fix first: " + "; ".join(problems) if problems else "Run"
+        if self.notice.text.startswith("cannot run yet"):
+            if problems:
+                self.notice.error("cannot run yet:\n" + "\n".join(f"• {p}" for p in problems))
+            else:
+                self.notice.clear()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -332,6 +368,7 @@ class ExperimentBuilder:
                 self.dataset_pick.value = label
         self._show_preview()
         self._check_prompts()
+        self._form_changed()
 
     def used_dataset(self) -> Dataset | None:
         """The rows a run uses: the first `rows` of the loaded dataset (all when 0)."""
@@ -494,6 +531,19 @@ class ExperimentBuilder:
                 schema[field] = {"int": "int", "float": "float", "bool": "bool"}.get(kind, "str")
         self.schema_text.value = json.dumps(schema)
 
+    def _preview_source(self) -> dict[str, Any]:
+        """What the "Prompt as sent" tab previews: the form as it stands."""
+        problems = [p for p in self.problems() if not p.startswith("the schema")]
+        if problems:
+            raise ValueError("cannot preview yet: " + "; ".join(problems))
+        ds = self.used_dataset()
+        assert ds is not None
+        return {
+            "client": self.client, "records": list(ds.records()), "prompts": self.prompts(),
+            "models": list(self.model_pick.value), "schema": self.schema(),
+            "params": self.params(), "repeats": int(self.repeats.value),
+        }  # fmt: skip
+
     # ================================================================= run
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_tokens": int(self.max_tokens.value)}
@@ -577,6 +627,7 @@ class ExperimentBuilder:
             self.notice.info("nothing is running")
             return
         self.experiment.stop()
+        self._stopping = True
         self.stop_button.disabled = True
         self.notice.info("stopping: the calls in flight finish, the rest are skipped")
 
@@ -592,10 +643,12 @@ class ExperimentBuilder:
             return
         self._last_draw = now
         self.progress.value = state.done
-        self.progress_text.value = f"<span style='font-size:12px'>{esc(state.describe())}</span>"
+        text = _without_eta(state.describe()) if self._stopping else state.describe()
+        self.progress_text.value = f"<span style='font-size:12px'>{esc(text)}</span>"
         self.policy.refresh()
 
     def _idle(self) -> None:
+        self._stopping = False
         self.run_button.disabled = False
         self.stop_button.disabled = True
 
@@ -624,10 +677,10 @@ class ExperimentBuilder:
             state = self.experiment.progress if self.experiment is not None else None
             if state is not None:
                 self.progress.value = state.done
-                self.progress_text.value = (
-                    f"<span style='font-size:12px'>{esc(state.describe())}</span>"
-                )
                 stopped = state.done < state.total
+                text = state.describe()
+                text = _without_eta(text) + " · stopped" if stopped else text
+                self.progress_text.value = f"<span style='font-size:12px'>{esc(text)}</span>"
                 self.progress.bar_style = "warning" if stopped or state.errors else "success"
                 if stopped:
                     self.notice.warn(
@@ -658,16 +711,20 @@ class ExperimentBuilder:
             "<div style='font-size:12px;max-height:260px;overflow:auto'>"
             f"{results._repr_html_()}</div>"
         )
+        modes = results.failure_modes().table  # the baseline marks on the success chart
+        baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
         builders: dict[str, Callable[[Any], Any]] = {
-            "success": plots.success_chart,
+            "success": lambda d: plots.success_chart(d, baselines=baselines),
             "forest": plots.forest_chart,
             "cost": plots.cost_chart,
             "latency": plots.latency_chart,
         }
-        figures = {"success": self.charts.figures["success"]}
-        figures.update({k: f(df) for k, f in builders.items() if k != "success"})
+        figures = {k: f(df) for k, f in builders.items()}
+        figures["tokens"] = plots.token_chart(df)
         if results.meta.get("schema"):
             figures["confidence"] = plots.confidence_chart(df)
+            figures["reliability"] = plots.reliability_chart(df)
+            figures["coverage"] = plots.coverage_chart(df)
             figures["repairs"] = plots.repair_chart(df)
         self.charts.set(figures)
         self.timings["charts"] = time.perf_counter() - self._run_started
@@ -679,8 +736,11 @@ class ExperimentBuilder:
 
         from .compare import CompareView
         from .export import ExportPanel
+        from .matrix import ItemMatrix
         from .traces import TraceBrowser
 
+        self.matrix = ItemMatrix(results)
+        self.matrix_box.children = [self.matrix.widget]
         if len(results.variants) >= 2:
             self.compare = CompareView(results)
             self.compare_box.children = [self.compare.widget]
@@ -696,6 +756,11 @@ class ExperimentBuilder:
         self.exporter = ExportPanel(results, path=self.export_path)
         self.export_box.children = [self.exporter.widget]
         self.policy.refresh()
+
+
+def _without_eta(text: str) -> str:
+    """A progress line without its "~N s left": after Stop there is nothing left to wait for."""
+    return " · ".join(p for p in text.split(" · ") if not p.endswith(" s left"))
 
 
 def _error_summary(df: Any) -> str:

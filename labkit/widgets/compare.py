@@ -17,6 +17,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..diagnostics import answered_by_other, significant, verdict
+from ..plots import money
 from ._common import FigureBox, Notice, esc, guarded
 
 if TYPE_CHECKING:
@@ -112,6 +114,7 @@ class CompareView:
         import ipywidgets as w
 
         self.df: pd.DataFrame = getattr(results, "df", results)
+        self._source = results
         self.by = by
         self.max_rows = max_rows
         self.show_charts = charts
@@ -121,6 +124,8 @@ class CompareView:
         self.result: Any = None
         """The current `labkit.stats.PairedResult`."""
         self._answers: pd.Series | None = None
+        self.excluded = 0
+        """Answers left out of the current comparison because a fallback model gave them."""
         variants = [str(v) for v in dict.fromkeys(self.df[by].tolist())] if by in self.df else []
         a = a if a is not None else (variants[0] if variants else None)
         b = b if b is not None else (variants[1] if len(variants) > 1 else a)
@@ -150,6 +155,9 @@ class CompareView:
         )
         self.count = w.HTML()
         self.stats_box = w.HTML()
+        self.modes_box = w.HTML()
+        self.modes: Any = None
+        """`labkit.diagnostics.FailureModes` of the results (computed once)."""
         self.table = w.HTML()
         self.charts = FigureBox()
         pick = guarded(self.notice, lambda _: self.update_pair())
@@ -166,6 +174,7 @@ class CompareView:
                 w.HTML("<b>A/B compare</b>"),
                 w.HBox([self.a, self.b, self.swap]),
                 self.stats_box,
+                self.modes_box,
                 self.charts.widget,
                 w.HBox(
                     [
@@ -251,12 +260,19 @@ class CompareView:
             self._answers = answers(self.df)
         self.pairs = pair_frame(self.df, a, b, self.by, self._answers)
         sub = self.df[self.df[self.by].isin([a, b])]
+        self.excluded = 0
+        if "model" in sub.columns and sub.groupby(self.by)["model"].first().nunique() > 1:
+            # A comparison of models: an answer another model gave (a fallback) is not theirs.
+            other = answered_by_other(sub)
+            self.excluded = int(other.sum())
+            sub = sub[~other]
         if a != b:
             self.result = stats.paired_comparison(sub, a, b, self.by)
             self.stats_box.value = self._stats_html(sub)
         else:
             self.result = None
             self.stats_box.value = ""
+        self.modes_box.value = self._modes_html(a, b)
         if self.show_charts:
             self.charts.set(
                 {
@@ -305,26 +321,39 @@ class CompareView:
         a, b = esc(self.a.value), esc(self.b.value)
         if r is None or r.n_items == 0:
             return "<div style='font-size:12px'>no items answered by both: nothing to compare</div>"
-        verdict = (
-            f"<b>{a if r.diff > 0 else b}</b> is better"
-            if r.p_value < 0.05
-            else "no significant difference"
+        sig = significant(r)
+        said = verdict(r, f"A ({self.a.value})", f"B ({self.b.value})")
+        mcnemar = (
+            "Exact McNemar test: counts only the discordant items (one variant right, the other "
+            f"wrong); p = {r.p_value:.3g}. The verdict follows the interval, one rule everywhere."
         )
         lines = [
-            f"<b>A</b> {r.rate_a:.0%} vs <b>B</b> {r.rate_b:.0%} on {r.n_items} shared items · "
-            f"difference {r.diff:+.0%} (95% CI {r.ci_low:+.0%} to {r.ci_high:+.0%}) · "
-            f"A better on {r.a_only} items, B on {r.b_only} · McNemar p = {r.p_value:.3g} · {verdict}"
+            f"<b class='labkit-verdict' data-significant='{str(sig).lower()}' "
+            f"style='color:{'#2e7d32' if sig else '#555'}'>{esc(said)}</b>",
+            f"<b>A</b> {a} {r.rate_a:.0%} vs <b>B</b> {b} {r.rate_b:.0%} on {r.n_items} shared "
+            f"items · difference {r.diff:+.0%} (95% CI {r.ci_low:+.0%} to {r.ci_high:+.0%}) · "
+            f"<span title='{esc(mcnemar)}' style='text-decoration:underline dotted'>discordant"
+            f"</span> items: A right and B wrong on {r.a_only}, B right and A wrong on {r.b_only}",
         ]
+        if self.excluded:
+            lines.append(
+                f"<i>{self.excluded} answers given by a fallback model (not the variant's own) "
+                "are left out of this comparison of models</i>"
+            )
         try:
             cost = stats.cost_summary(sub, self.by).set_index(self.by)
             lat = stats.latency_summary(sub, self.by).set_index(self.by)
             for name, tag in ((self.a.value, "A"), (self.b.value, "B")):
+                rows = sub[sub[self.by] == name]
+                who = rows.loc[rows["error"].isna(), "model_id"].dropna().astype(str)
+                answered = ", ".join(f"{m} ({c})" for m, c in who.value_counts().items())
                 lines.append(
-                    f"{tag}: ${float(cost.loc[name, 'total_cost']):.4f} total, "
-                    f"${_num(cost.loc[name, 'cost_per_success']):.5f} per success, "
+                    f"{tag}: {money(float(cost.loc[name, 'total_cost']))} total, "
+                    f"{money(_num(cost.loc[name, 'cost_per_success']))} per success, "
                     f"latency p50 {_num(lat.loc[name, 'latency_p50']):.2f} s"
+                    + (f" · answered by {esc(answered)}" if answered else "")
                 )
-        except (KeyError, ValueError):  # frames without cost/latency columns: rates only
+        except (KeyError, ValueError):  # frames without cost/latency/model columns: rates only
             pass
         notes = "".join(f"<br><i>{esc(n)}</i>" for n in r.notes)
         return (
@@ -334,6 +363,17 @@ class CompareView:
             + "<br><span style='color:#777'>Statistics use every item both answered; the filters "
             "below only change which rows are listed.</span></div>"
         )
+
+    def _modes_html(self, a: str, b: str) -> str:
+        from ..diagnostics import failure_modes
+
+        if self.modes is None:
+            own = getattr(self._source, "failure_modes", None)
+            if callable(own) and self.by == "variant":
+                self.modes = own()  # the Results' own, computed once
+            else:
+                self.modes = failure_modes(self._source, by=self.by)
+        return modes_html(self.modes, [a, b] if a != b else [a])
 
     def _table_html(self, rows: pd.DataFrame) -> str:
         if rows.empty:
@@ -380,6 +420,40 @@ class CompareView:
             )
         out.append("</tbody></table>")
         return "".join(out)
+
+
+def modes_html(modes: Any, variants: list[str]) -> str:
+    """Each variant's baseline and failure-mode warnings, as a warning strip (or nothing)."""
+    t = modes.table.set_index("variant")
+    lines = []
+    for v in variants:
+        if v not in t.index:
+            continue
+        r = t.loc[v]
+        base = r["baseline"]
+        head = (
+            f"<b>{esc(v)}</b>: success {r['rate']:.0%} vs majority-class baseline {base:.0%} "
+            f"(always answering {esc(r['baseline_answer'])!s})"
+            if base == base and r["rate"] == r["rate"]
+            else ""
+        )
+        warns = list(r["warnings"])
+        if head or warns:
+            lines.append(head + "".join(f"<br>⚠ {esc(x)}" for x in warns))
+    if not lines:
+        return ""
+    warned = any(modes.warnings(v) for v in variants)
+    kind = "warn" if warned else "info"
+    color, bg = ("#8a6d3b", "#fcf8e3") if warned else ("#31708f", "#eef6fb")
+    return (
+        f"<div class='labkit-notice labkit-{kind} labkit-failure-modes' style='padding:4px 8px;"
+        f"margin:2px 0;border-left:3px solid {color};background:{bg};color:{color};"
+        "font-size:12px;line-height:1.4'>"
+        + "<br>".join(lines)
+        + "<br><span style='color:#777' title='The success rate of a model that always gives "
+        "the most common label; a variant must beat it to show any skill.'>baseline = "
+        "always answering the most common label</span></div>"
+    )
 
 
 def _side(diffed: str, r: dict[str, Any], s: str, threshold: float) -> str:

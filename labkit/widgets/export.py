@@ -57,15 +57,26 @@ class ExportPanel:
             button_style="primary",
             layout=w.Layout(width="150px"),
         )
+        self.allow = w.Checkbox(
+            description="allow a degenerate variant (constant answers, no lift over the baseline)",
+            value=False,
+            indent=False,
+            layout=w.Layout(width="520px"),
+        )
+        self.warnings = w.HTML()
         self.evidence = w.HTML()
         self.written = w.HTML()
+        self._modes: Any = None
         self.variant.observe(guarded(self.notice, lambda _: self.show_evidence()), names="value")
+        self.allow.observe(guarded(self.notice, lambda _: self.show_evidence()), names="value")
         self.export_button.on_click(guarded(self.notice, lambda _: self.export_clicked()))
         self.widget = w.VBox(
             [
                 w.HTML("<b>Export winner</b>"),
                 w.HBox([self.variant, self.path, self.export_button]),
+                self.allow,
                 self.notice.widget,
+                self.warnings,
                 self.evidence,
                 self.written,
             ],
@@ -84,8 +95,31 @@ class ExportPanel:
         """The variant the export would write: the picked one, or `Results.best()`."""
         if self.variant.value != BEST:
             return str(self.variant.value)
-        self.winner = self.results.best(metric=self.metric, constraints=self.constraints)
+        self.winner = self.results.best(
+            metric=self.metric, constraints=self.constraints, allow_degenerate=self.allow.value
+        )
         return str(self.winner.variant)
+
+    def failure_modes(self) -> Any:
+        """`labkit.diagnostics.failure_modes` of the results (computed once)."""
+        if self._modes is None:
+            from ..diagnostics import failure_modes
+
+            own = getattr(self.results, "failure_modes", None)
+            self._modes = own() if callable(own) else failure_modes(self.results)
+        return self._modes
+
+    def refuse_degenerate(self, variant: str) -> None:
+        """Raise DegenerateVariant when `variant` is degenerate and the override is off."""
+        from ..errors import DegenerateVariant
+
+        reasons = self.failure_modes().reasons(variant)
+        if reasons and not self.allow.value:
+            raise DegenerateVariant(
+                f"{variant!r} will not be exported: " + "; ".join(reasons) + ". Fix the "
+                "prompt, pick another variant, or tick 'allow a degenerate variant'.",
+                {variant: reasons},
+            )
 
     def evidence_frame(self, variant: str) -> tuple[Any, Any]:
         """(success table of every variant, paired comparisons of `variant` vs each other)."""
@@ -104,9 +138,26 @@ class ExportPanel:
         if self.results.df.empty:
             self.evidence.value = "<i>no rows: nothing to export</i>"
             return
-        variant = self.chosen()
+        self.warnings.value = ""
+        modes = self.failure_modes()
+        flagged = [
+            f"<b>{esc(r['variant'])}</b>: " + "; ".join(esc(x) for x in r["warnings"])
+            for r in modes.table.to_dict("records")
+            if r["warnings"]
+        ]
+        if flagged:
+            self.warnings.value = (
+                "<div class='labkit-notice labkit-warn labkit-failure-modes' style='padding:4px 8px;"
+                "border-left:3px solid #8a6d3b;background:#fcf8e3;color:#8a6d3b;font-size:12px'>"
+                "⚠ " + "<br>⚠ ".join(flagged) + "</div>"
+            )
+        variant = self.chosen()  # raises DegenerateVariant when every variant is degenerate
         table, pairs = self.evidence_frame(variant)
-        shown = table[["variant", "n", "rate", "ci_low", "ci_high", "errors", "cost_per_success"]]
+        base = modes.table[["variant", "baseline"]]
+        table = table.merge(base, on="variant", how="left")
+        shown = table[
+            ["variant", "n", "rate", "ci_low", "ci_high", "baseline", "errors", "cost_per_success"]
+        ]
         parts = [
             f"<div style='font-size:12px'>candidate: <b>{esc(variant)}</b>"
             + (
@@ -123,6 +174,7 @@ class ExportPanel:
                     "rate": lambda v: f"{v:.0%}" if v == v else "",
                     "ci_low": lambda v: f"{v:.0%}" if v == v else "",
                     "ci_high": lambda v: f"{v:.0%}" if v == v else "",
+                    "baseline": lambda v: f"{v:.0%}" if v == v else "",
                     "cost_per_success": lambda v: f"${v:.5f}" if v == v else "",
                 },
                 row_style=lambda r: (
@@ -131,19 +183,27 @@ class ExportPanel:
             ),
         ]
         if pairs is not None and not pairs.empty:
+            from ..diagnostics import significant
+
             lines = []
             for r in pairs.to_dict("records"):
                 diff = -float(r["diff"])  # rows are (other − candidate); show candidate − other
+                sig = significant({"ci_low": r["ci_low"], "ci_high": r["ci_high"]})
                 lines.append(
                     f"vs {esc(r['a'])}: {diff:+.0%} (95% CI {-float(r['ci_high']):+.0%} to "
-                    f"{-float(r['ci_low']):+.0%}) on {int(r['n_items'])} items, Holm p = "
-                    f"{float(r['p_holm']):.3g}{' ✓ significant' if r['significant'] else ''}"
+                    f"{-float(r['ci_low']):+.0%}) on {int(r['n_items'])} items · "
+                    + ("✓ significant (the interval excludes 0)" if sig else "not significant")
                 )
             parts.append(
                 "<div style='font-size:12px;line-height:1.5;margin-top:4px'><i>paired "
                 "differences (candidate − other):</i><br>" + "<br>".join(lines) + "</div>"
             )
         self.evidence.value = "".join(parts)
+        self.notice.clear()
+        try:
+            self.refuse_degenerate(variant)
+        except Exception as exc:  # shown before the click, and raised again on it
+            self.notice.warn(str(exc))
 
     # ----------------------------------------------------------------- export
     def export_clicked(self) -> Any:
@@ -154,7 +214,8 @@ class ExportPanel:
         from ..config import read_config
 
         variant = None if self.variant.value == BEST else str(self.variant.value)
-        kwargs: dict[str, Any] = {"metric": self.metric}
+        self.refuse_degenerate(variant or self.chosen())
+        kwargs: dict[str, Any] = {"metric": self.metric, "allow_degenerate": self.allow.value}
         if variant is None and self.constraints:
             kwargs["constraints"] = self.constraints
         with warnings.catch_warnings(record=True) as caught:  # shown here, not in a log

@@ -54,6 +54,11 @@ class PolicyPanel:
                 ),
                 self.notice.widget,
                 self.table,
+                w.HTML(
+                    "<div style='font-size:11px;color:#777'>failures: consecutive failed calls "
+                    "(the breaker opens at its threshold) · failure_rate: share of failed calls in "
+                    "the sliding window, which starts afresh when the breaker opens</div>"
+                ),
             ],
             layout=w.Layout(border="1px solid #ddd", padding="6px"),
         )
@@ -83,7 +88,7 @@ class PolicyPanel:
                     "model": model,
                     "breaker": b.get("state", "closed"),
                     "failures": b.get("failures", 0),
-                    "failure_rate": b.get("failure_rate"),
+                    "failure_rate": _window_rate(b),
                     "retry_in_s": b.get("retry_in"),
                     "opens": b.get("opens", 0),
                     "in_flight": lim.get("in_flight", 0),
@@ -105,7 +110,7 @@ class PolicyPanel:
                 "breaker": lambda s: (
                     f"<b style='color:{_STATE_COLORS.get(str(s), '#333')}'>{esc(s)}</b>"
                 ),
-                "failure_rate": lambda v: "" if v is None else f"{float(v):.0%}",
+                "failure_rate": lambda v: esc(v),
                 "retry_in_s": lambda v: "" if not v else f"{float(v):.1f}",
                 "blocked_s": lambda v: "" if not v else f"{float(v):.1f}",
                 "concurrency": lambda v: "unlimited" if v is None else esc(v),
@@ -146,6 +151,15 @@ class PolicyPanel:
                 self.refresh()
             except Exception as exc:  # keep polling; say what went wrong once
                 self.notice.error(exc)
+
+
+def _window_rate(b: dict[str, Any]) -> str:
+    """The breaker's windowed failure rate with its base; "—" when the window is empty (it
+    restarts when the breaker opens, which is why 3 failures can sit beside no rate)."""
+    calls = int(b.get("window_calls") or 0)
+    if not calls:
+        return "— (no calls in the window)" if b.get("failures") else ""
+    return f"{float(b.get('failure_rate') or 0):.0%} of {calls} calls"
 
 
 def _headroom(available: Any, limit: Any) -> str:

@@ -48,6 +48,8 @@ class PromptEditor:
 
         self.columns = columns
         self.notice = notice
+        self.on_checked: Callable[[], Any] | None = None
+        """Called after every check (the builder re-validates its Run button)."""
         self.rows: list[PromptRow] = []
         self.box = w.VBox()
         self.add_button = w.Button(
@@ -137,6 +139,8 @@ class PromptEditor:
                     + ", ".join(f"<code>{{{{{esc(v)}}}}}</code>" for v in used)
                     + "</div>"
                 )
+        if self.on_checked is not None:
+            self.on_checked()
         return problems
 
 

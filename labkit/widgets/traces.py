@@ -66,7 +66,9 @@ class TraceBrowser:
         self.run = w.Dropdown(description="run", options=[ANY], value=ANY, layout=small)
         self.model = w.Dropdown(description="model", options=[ANY], value=ANY, layout=small)
         self.errors = w.Dropdown(
-            description="errors", options=[ANY, "errors only", "no errors"], layout=small
+            description="errors",
+            options=[ANY, "errors only", "retried, then ok", "no errors"],
+            layout=small,
         )
         self.cache = w.Dropdown(description="cache", options=[ANY, "hits", "misses"], layout=small)
         self.refresh_button = w.Button(
@@ -145,9 +147,12 @@ class TraceBrowser:
             mask &= df["run_id"] == self.run.value
         if self.model.value != ANY:
             mask &= df["model"] == self.model.value
-        has_error = df["error_type"].notna()
-        if self.errors.value == "errors only":
-            mask &= has_error
+        has_error = df["error_type"].map(_text).astype(bool)
+        succeeded = df["call_id"].isin(df.loc[df["status"].isin(["ok", "hit"]), "call_id"])
+        if self.errors.value == "errors only":  # calls that failed in the end
+            mask &= has_error & ~succeeded
+        elif self.errors.value == "retried, then ok":
+            mask &= df["call_id"].isin(df.loc[has_error, "call_id"]) & succeeded
         elif self.errors.value == "no errors":
             mask &= ~has_error
         hit = df["cache_hit"].map(_truthy).astype(bool)
@@ -194,8 +199,9 @@ class TraceBrowser:
         ids = [v for _, v in options]
         if current in ids:
             self.calls.value = current
-        elif ids:
-            self.calls.value = ids[0]
+        elif ids:  # default: the newest call that has a reply, not a parent or event row
+            replied = set(df.loc[df["response"].map(_text).astype(bool), "call_id"].astype(str))
+            self.calls.value = next((i for i in ids if i in replied), ids[0])
         else:
             self.detail.value = ""
         shown = df[[c for c in _TABLE_COLUMNS if c in df.columns]] if not df.empty else df
@@ -203,7 +209,7 @@ class TraceBrowser:
             shown,
             max_rows=100,
             formats={"ts": lambda t: esc(str(t)[11:19])},
-            row_style=lambda r: "background:#fbeaea" if r.get("error_type") else "",
+            row_style=lambda r: "background:#fbeaea" if _text(r.get("error_type")) else "",
             empty="no trace rows match these filters",
         )
 
@@ -214,7 +220,8 @@ class TraceBrowser:
             str(row.get("status")), str(row.get("status"))
         )
         item = f" {row['item_id']}" if row.get("item_id") else ""
-        return f"{when} {row.get('model') or '?'} {mark}{item} · {str(row.get('call_id'))[:8]}"
+        # ids are time-ordered, so their starts repeat; the end tells calls apart
+        return f"{when} {row.get('model') or '?'} {mark}{item} · …{str(row.get('call_id'))[-8:]}"
 
     # ----------------------------------------------------------------- one call
     def call_record(self, call_id: str) -> dict[str, Any]:
@@ -288,7 +295,7 @@ class TraceBrowser:
             f" ({r['cached_tokens']} cached) · ${r['cost_usd']:.5f} · {r['latency_s']:.2f} s"
             + (f" (ttft {r['ttft_s']:.2f} s)" if r["ttft_s"] else "")
         )
-        ids = f"call {esc(call_id[:12])}" + (f" · run {esc(r['run_id'])}" if r["run_id"] else "")
+        ids = f"call {esc(call_id)}" + (f" · run {esc(r['run_id'])}" if r["run_id"] else "")
         ids += f" · item {esc(r['item_id'])}" if r["item_id"] else ""
         parts = [
             f"<div style='font-size:12px'>{facts}<br><span style='color:#777'>{ids}</span></div>",
@@ -303,7 +310,7 @@ class TraceBrowser:
                 f"({esc(r['parsed_from'])}; parse ok: {esc(r['parse_ok'])})</span>",
                 pre(r["parsed"]),
                 "<b style='font-size:12px'>repair log</b>",
-                pre(r["repairs"] or "(no repairs: strict JSON)"),
+                pre(r["repairs"] or _no_repairs(r)),
             ]
         if r["errors"]:
             parts += [
@@ -322,6 +329,18 @@ def _messages_text(messages: Any) -> str:
         f"[{m.get('role', '?')}] {m.get('content', '')}" if isinstance(m, Mapping) else str(m)
         for m in messages
     )
+
+
+def _no_repairs(r: Mapping[str, Any]) -> str:
+    """What an empty repair log means: strict JSON, or no JSON to repair at all."""
+    if _truthy(r.get("parse_ok")):
+        return "(no repairs: the reply was strict JSON)"
+    return "(nothing repaired: no JSON could be read from the reply)"
+
+
+def _text(value: Any) -> str:
+    """A string cell as text; None and NaN (what pandas gives for a missing one) as ''."""
+    return value if isinstance(value, str) else ""
 
 
 def _truthy(value: Any) -> bool:
