@@ -245,9 +245,11 @@ def forest_chart(
 ) -> go.Figure:
     """Paired differences (a − b) with their intervals; the marker is the verdict.
 
-    All pairs, or each group against `baseline` (positive = better than the baseline). The
-    verdict follows `labkit.diagnostics.significant` (the interval excludes 0), the same rule
-    as the compare view's header, and the legend says so.
+    All pairs, or each group against `baseline` (positive = better than the baseline). With
+    several pairs the intervals drawn are Holm-adjusted (`ci_low_holm` / `ci_high_holm`), so
+    that the family of verdicts holds its level; with one pair they are the plain interval. The
+    verdict follows `labkit.diagnostics.significant` (the drawn interval excludes 0), the same
+    rule as the compare view's header, and the legend says so.
     """
     import plotly.graph_objects as go
 
@@ -256,8 +258,8 @@ def forest_chart(
     what = f"vs {baseline}" if baseline is not None else "all pairs"
     title = (
         f"Paired difference in success rate, {what} ({1 - alpha:.0%} paired CI)<br><sup>"
-        "paired: both sides answered the same items; hover for the exact McNemar test on the "
-        "discordant items (one right, the other wrong), Holm-adjusted across pairs</sup>"
+        "paired: both sides answered the same items; hover for the p-value of the score test "
+        "behind the interval, driven by the discordant items (one right, the other wrong)</sup>"
     )
     if (fig := _guard(df, title, [by, "item_id", "passed"])) is not None:
         return fig
@@ -266,6 +268,9 @@ def forest_chart(
     if shown.empty:
         why = "fewer than two groups" if t.empty else "no items answered by both sides of a pair"
         return _empty(title, f"Nothing to compare: {why}.")
+    if len(shown) > 1:  # draw and decide on the Holm-adjusted intervals
+        shown = shown.assign(ci_low=shown["ci_low_holm"], ci_high=shown["ci_high_holm"])
+        title = title.replace("paired CI)", "paired CI, Holm-adjusted across pairs)")
     verdicts = np.array(
         [
             significant({"ci_low": lo, "ci_high": hi})
@@ -302,7 +307,7 @@ def forest_chart(
                 hovertemplate=(
                     "<b>%{y}</b><br>difference %{x:+.1%}<br>"
                     "CI %{customdata[0]:+.1%} – %{customdata[1]:+.1%}<br>"
-                    "exact McNemar p %{customdata[2]:.3g} (Holm-adjusted for several pairs "
+                    "p %{customdata[2]:.3g} (Holm-adjusted for several pairs "
                     "%{customdata[3]:.3g})<br>"
                     "%{customdata[4]:.0f} items; first better on %{customdata[5]:.0f}, "
                     "second on %{customdata[6]:.0f}<extra></extra>"
