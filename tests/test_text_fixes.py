@@ -137,25 +137,23 @@ def test_stopped_progress_has_no_eta() -> None:
     )
 
 
-def test_history_says_when_rates_are_not_comparable(capsys: Any, tmp_path: Path) -> None:
-    import argparse
-
+def test_history_says_when_rates_are_not_comparable(
+    capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from labkit import cli
 
     class V:
         def __init__(self, n: int, action: str, dataset: str | None) -> None:
             self.version, self.created_at, self.author, self.action = n, "2026-01-01", "me", action
             self.restored_from, self.model, self.note = None, "local/smollm2-135m", ""
+            self.watch = None
             self.evidence = {"metric": "success_rate", "value": 0.5, "n": 8 * n, "dataset": dataset}
 
     import labkit.config
 
-    original = labkit.config.history
-    labkit.config.history = lambda path: [V(2, "export", "review_sentiment"), V(1, "promote", None)]
-    try:
-        cli._history(argparse.Namespace(config=str(tmp_path / "x.yaml"), json=False))
-    finally:
-        labkit.config.history = original
+    versions = [V(2, "export", "review_sentiment"), V(1, "promote", None)]
+    monkeypatch.setattr(labkit.config, "history", lambda path, **kw: versions)
+    assert cli.main(["history", str(tmp_path / "x.yaml")]) == 0
     out = capsys.readouterr().out
     assert "n=16 of review_sentiment" in out and "n=8 of the regression suite" in out
     assert "not comparable" in out
