@@ -129,10 +129,15 @@ def test_concurrency_4_grid_has_no_error_rows(local_client: Client) -> None:
 def test_streamed_usage_matches_the_servers_own_count(local_client: Client) -> None:
     messages = [{"role": "user", "content": "Write one sentence about rivers."}]
     done = local_client.generate(
-        messages=messages, model="local/smollm2-135m", max_tokens=20, seed=7, cache="off"
+        messages=messages,
+        model="local/smollm2-135m",
+        max_tokens=20,
+        seed=7,
+        temperature=0,
+        cache="off",
     )
     (worker,) = [w for w in running_workers() if w.n_ctx == 8192]
-    body = {"messages": messages, "max_tokens": 20, "seed": 7, "stream": False}
+    body = {"messages": messages, "max_tokens": 20, "seed": 7, "temperature": 0, "stream": False}
     req = urllib.request.Request(
         f"{worker.url}/v1/chat/completions",
         data=json.dumps(body).encode(),

@@ -26,7 +26,7 @@ from ..errors import MissingDependency, ProviderError, ProviderUnavailable
 from ..types import Completion, Message, Request
 from .base import Backend
 from .litellm_backend import LiteLLMBackend
-from .local_worker import LocalWorker, get_worker
+from .local_worker import LocalWorker, check_model_file, get_worker
 
 __all__ = ["TRANSPORT", "LocalBackend", "gguf_path"]
 
@@ -74,9 +74,10 @@ class LocalBackend:
         """The running worker, started (or restarted) on demand. Blocking."""
         worker = self._worker
         if worker is None or not worker.alive():
+            path = check_model_file(self._path or gguf_path())
             if importlib.util.find_spec("llama_cpp") is None:
                 raise MissingDependency("llama-cpp-python", "local")
-            worker = self._worker = get_worker(self._path or gguf_path(), self.n_ctx)
+            worker = self._worker = get_worker(path, self.n_ctx)
         return worker
 
     async def generate(self, request: Request) -> Completion:
