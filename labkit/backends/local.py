@@ -99,6 +99,9 @@ class LocalBackend:
         params = dict(request.params)
         params.setdefault("max_tokens", 256)
         params.setdefault("seed", 1234 + request.sample)
+        # llama-cpp-python's in-process defaults, which the server's own (0.8, 1.1) differ from.
+        params.setdefault("temperature", 0.2)
+        params.setdefault("repeat_penalty", 1.0)
         if request.json_mode or request.model.endswith("-json"):
             # llama_cpp.server's JSON mode: a grammar from the schema when there is one.
             fmt: dict[str, Any] = {"type": "json_object"}
