@@ -80,6 +80,7 @@ def bench_worker(rounds: int, starts: int) -> None:
             "messages": [{"role": "user", "content": PROMPT}],
             "max_tokens": MAX_TOKENS,
             "temperature": 0.2,
+            "repeat_penalty": 1.0,  # what labkit sends (llama-cpp-python's in-process default)
             "seed": seed,
         }
         req = urllib.request.Request(
@@ -177,7 +178,11 @@ if __name__ == "__main__":
     ap.add_argument("--native", default="/work/main/.venv/bin/python")
     args = ap.parse_args()
     bench_worker(args.rounds, args.starts)
-    if Path(args.native).exists() and Path(args.native).resolve() != Path(sys.executable).resolve():
+    # Venv interpreters are symlinks to one base Python: compare the venv paths, not targets.
+    if (
+        Path(args.native).exists()
+        and Path(args.native).absolute() != Path(sys.executable).absolute()
+    ):
         bench_builds(args.native, max(2, args.rounds // 4))
     else:
         print(f"\n(no native build to compare: {args.native} not found)")
