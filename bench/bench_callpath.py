@@ -2,8 +2,8 @@
 
 1. cache-hit `generate()` (trace row included) vs a raw `diskcache` get and vs
    `litellm.completion(mock_response=...)` (the floor of any uncached litellm path);
-2. local model tokens/s through labkit vs calling `llama_cpp` directly;
-3. `import labkit` time vs a bare interpreter start.
+2. `import labkit` time vs a bare interpreter start.
+(Local model tokens/s moved to bench_local.py: the model now runs in a worker process.)
 
 Run: .venv/bin/python bench/bench_callpath.py
 """
@@ -76,58 +76,6 @@ def bench_cache_hit(n: int = 3000) -> None:
     client.close()
 
 
-def bench_local_tokens(rounds: int = 8, max_tokens: int = 96) -> None:
-
-    from labkit.backends.local import gguf_path
-    from labkit.client import Client
-    from labkit.models import Registry
-
-    tmp = Path(tempfile.mkdtemp())
-    client = Client(registry=Registry(), cache_dir=tmp / "c", traces=tmp / "t.db")
-    prompt = "Write a short paragraph about the history of tea."
-    messages = [{"role": "user", "content": prompt}]
-    # The model object labkit itself loaded: both paths then run the same weights in the same
-    # memory, so the ratio is labkit's overhead alone (two instances differ by several percent).
-    from labkit.backends.local import _load
-
-    direct_llama = _load(gguf_path(), 8192)[0]
-
-    def direct(seed: int) -> float:
-        t = time.perf_counter()
-        out = direct_llama.create_chat_completion(
-            messages=messages, max_tokens=max_tokens, temperature=0.2, seed=seed
-        )
-        return out["usage"]["completion_tokens"] / (time.perf_counter() - t)
-
-    def via_labkit(seed: int) -> float:
-        t = time.perf_counter()
-        done = client.generate(
-            prompt,
-            model="local/smollm2-135m",
-            max_tokens=max_tokens,
-            temperature=0.2,
-            seed=seed,
-            cache="off",
-        )
-        return done.usage.completion_tokens / (time.perf_counter() - t)
-
-    via_labkit(0)
-    direct(0)
-    lab, dire = [], []
-    for i in range(rounds):  # interleaved, order alternating, so drift hits both alike
-        first, second = (direct, via_labkit) if i % 2 == 0 else (via_labkit, direct)
-        a, b = first(100 + i), second(100 + i)
-        (dire if first is direct else lab).append(a)
-        (lab if first is direct else dire).append(b)
-    ml, md = statistics.median(lab), statistics.median(dire)
-    print(f"\n## Local model tokens/s (median of {rounds}, {max_tokens} max tokens, interleaved)")
-    print("| path | tokens/s | ratio |\n|---|---:|---:|")
-    print(f"| llama_cpp direct | {md:7.1f} | 1.00 |")
-    print(f"| labkit generate (cache off, traced) | {ml:7.1f} | {ml / md:.3f} |")
-    print(f"goal: ratio >= 0.95 -> {'MET' if ml / md >= 0.95 else 'MISSED'}")
-    client.close()
-
-
 def bench_import(runs: int = 9) -> None:
     def run(code: str) -> float:
         t = time.perf_counter()
@@ -171,10 +119,8 @@ def bench_import(runs: int = 9) -> None:
 
 
 if __name__ == "__main__":
-    which = set(sys.argv[1:]) or {"hit", "local", "import"}
+    which = set(sys.argv[1:]) or {"hit", "import"}
     if "import" in which:
         bench_import()
     if "hit" in which:
         bench_cache_hit()
-    if "local" in which:
-        bench_local_tokens()

