@@ -3,8 +3,9 @@ run in a worker process (see `local_worker`) and reached as an OpenAI-compatible
 
 Why out of process: a native crash (llama.cpp's AMX path, an out-of-memory kill, a corrupt model
 file) costs the calls in flight a `LocalWorkerCrashed`, never the caller's kernel. Requests go
-through the same OpenAI-compatible transport as hosted models (`TRANSPORT`), so streaming, time to
-first token, usage, JSON mode and seeds come from one code path. `local/smollm2-135m-json`
+through the same lean OpenAI-compatible transport as hosted OpenAI-compatible models
+(`OpenAICompatBackend`, never through a proxy, no price lookup: local calls cost nothing), so
+streaming, time to first token, usage, JSON mode and seeds come from one code path. `local/smollm2-135m-json`
 constrains sampling with a JSON grammar (`response_format` with the request's schema), which
 makes it a provider with a native JSON mode. Generations are sent one at a time per worker: the
 server runs one anyway, and a queued request would otherwise count its wait as latency.
@@ -24,15 +25,12 @@ from typing import Any
 
 from ..errors import MissingDependency, ProviderError, ProviderUnavailable
 from ..types import Completion, Message, Request
-from .base import Backend
-from .litellm_backend import LiteLLMBackend
 from .local_worker import LocalWorker, check_model_file, get_worker
+from .openai_compat import OpenAICompatBackend
 
-__all__ = ["TRANSPORT", "LocalBackend", "gguf_path"]
+__all__ = ["LocalBackend", "gguf_path"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TRANSPORT: type[Backend] = LiteLLMBackend
-"""The OpenAI-compatible transport local requests travel through (swap it here, in one line)."""
 _DUMMY_KEY = "labkit-local"  # the worker checks no key; OpenAI clients insist on one
 _CRASH_WAIT_S = 2.0
 _LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -67,8 +65,12 @@ class LocalBackend:
     def __init__(self, model_path: str | Path | None = None, n_ctx: int = 8192) -> None:
         self._path = Path(model_path) if model_path else None
         self.n_ctx = n_ctx
-        self._transport: Backend = TRANSPORT()
+        self._transport = OpenAICompatBackend(model_info=_free, trust_env=False)
         self._worker: LocalWorker | None = None
+
+    async def aclose(self) -> None:
+        """Close the transport's pooled connections of the running loop."""
+        await self._transport.aclose()
 
     def worker(self) -> LocalWorker:
         """The running worker, started (or restarted) on demand. Blocking."""
@@ -155,3 +157,8 @@ class LocalBackend:
             return str(self._post("/labkit/detokenize", {"tokens": list(ids)})["text"])
 
         return tokenize, detokenize
+
+
+def _free(model: str) -> dict[str, Any]:
+    """Prices of a local model: none (and no litellm import to look them up)."""
+    return {}

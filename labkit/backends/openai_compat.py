@@ -59,10 +59,14 @@ class OpenAICompatBackend:
 
     name = "openai_compat"
 
-    def __init__(self, model_info: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self, model_info: Callable[[str], Any] | None = None, *, trust_env: bool | None = None
+    ) -> None:
         """`model_info(model)` gives prices (a ModelInfo or a mapping); by default the built-in
-        registry merged over litellm's model map. Called once per model."""
+        registry merged over litellm's model map. Called once per model. `trust_env`: honour
+        HTTP(S)_PROXY (default: when one is set); False for a server on loopback."""
         self._model_info = model_info
+        self._trust_env = trust_env
         self._prices: dict[str, tuple[float, float, float]] = {}
         self._sessions: dict[asyncio.AbstractEventLoop, tuple[Any, Any]] = {}
 
@@ -76,9 +80,12 @@ class OpenAICompatBackend:
 
         for old in [lp for lp in self._sessions if lp.is_closed()]:
             self._sessions.pop(old)[0].detach()  # its loop is gone: nothing left to await
-        proxied = any(
-            os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
-        )
+        proxied = self._trust_env
+        if proxied is None:
+            proxied = any(
+                os.environ.get(k)
+                for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+            )
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             trust_env=proxied,  # honour proxy variables as httpx does, at no cost otherwise
