@@ -6,11 +6,11 @@ parsing all live in `labkit.client`, so a backend stays a screen long.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..types import Completion, Message, Request
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "response_format"]
 
 
 @runtime_checkable
@@ -24,3 +24,16 @@ class Backend(Protocol):
     def count_tokens(self, model: str, messages: list[Message]) -> int | None:
         """Prompt tokens as this backend's tokenizer counts them; None when it cannot tell."""
         ...
+
+
+def response_format(request: Request) -> dict[str, Any] | None:
+    """OpenAI's `response_format` for a JSON-mode request (its schema when it has one), shared
+    by every OpenAI-style backend so the two transports cannot drift apart."""
+    if not request.json_mode:
+        return None
+    if request.json_schema:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": request.json_schema},
+        }
+    return {"type": "json_object"}

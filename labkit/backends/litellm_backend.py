@@ -21,6 +21,7 @@ from ..errors import (
     RateLimited,
 )
 from ..types import Completion, Message, Request, Usage
+from .base import response_format
 
 __all__ = ["LiteLLMBackend", "import_litellm", "litellm_model_info", "litellm_token_count"]
 
@@ -76,15 +77,8 @@ class LiteLLMBackend:
             **request.params,
             **{k: v for k, v in request.transport.items() if v is not None},
         }
-        if request.json_mode:
-            kwargs["response_format"] = (
-                {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": request.json_schema},
-                }
-                if request.json_schema
-                else {"type": "json_object"}
-            )
+        if (fmt := response_format(request)) is not None:
+            kwargs["response_format"] = fmt
         start = time.perf_counter()
         ttft: float | None = None
         chunks: list[Any] = []

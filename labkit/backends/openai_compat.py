@@ -35,6 +35,7 @@ from ..errors import (
     RateLimited,
 )
 from ..types import Completion, Message, Request, Usage
+from .base import response_format
 
 __all__ = ["OpenAICompatBackend"]
 
@@ -152,15 +153,8 @@ class OpenAICompatBackend:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if request.json_mode:
-            body["response_format"] = (
-                {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": request.json_schema},
-                }
-                if request.json_schema
-                else {"type": "json_object"}
-            )
+        if (fmt := response_format(request)) is not None:
+            body["response_format"] = fmt
         return json.dumps(body).encode()
 
     async def generate(self, request: Request) -> Completion:
