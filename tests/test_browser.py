@@ -184,13 +184,18 @@ def browser() -> Iterator[Any]:
 def open_notebook(browser: Any, lab: Lab, name: str) -> Any:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+    # `reset`: no workspace restored from an earlier test, whose notebook could be the current
+    # widget when run-all is issued (its cells would run, this one's would wait forever).
+    page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
     page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        "(name) => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.context"
+        " && window.jupyterapp.shell.currentWidget.context.path.endsWith(name)"
         " && window.jupyterapp.shell.currentWidget.sessionContext"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
         " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        arg=name,
         timeout=90_000,
     )
     return page
