@@ -14,6 +14,7 @@ policy's async primitives always live on one loop.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import copy
@@ -88,15 +89,25 @@ class _Runner:
             target=self.loop.run_forever, name="labkit-loop", daemon=True
         )
         self.thread.start()
+        # The default client is never closed by hand: at exit, finish the loop's async
+        # generators (pooled HTTP sessions close in theirs) so nothing warns "unclosed".
+        atexit.register(self.close)
 
     def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the loop, wait for its thread, then close it: a loop left open holds its
-        self-pipe sockets until garbage collection and warns then, far from the cause."""
+        """Finish async generators, stop the loop, wait for its thread, then close it: a loop
+        left open holds its self-pipe sockets until garbage collection and warns then, far
+        from the cause."""
+        if self.loop.is_closed():
+            return
+        inside = threading.current_thread() is self.thread
+        if not inside and self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.submit(self.loop.shutdown_asyncgens()).result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is self.thread:
+        if inside:
             return  # closed from inside the loop: it stops once this callback returns
         self.thread.join(timeout)
         if not self.thread.is_alive():

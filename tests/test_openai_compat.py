@@ -325,3 +325,31 @@ def test_a_schema_edited_in_place_is_not_served_from_the_memo(tmp_client: Client
     edited = tmp_client.prepare("Loved it.", model="fake/x", schema=schema)
     assert "neutral" in edited.messages[-1]["content"] and edited.key != first.key
     assert "neutral" in str(edited.json_schema)
+
+
+def test_a_script_that_never_closes_its_client_exits_without_unclosed_warnings(
+    tmp_path: Path,
+) -> None:
+    """The default client is never closed by hand: its pooled session must close at exit."""
+    import subprocess
+    import sys
+
+    with FakeOpenAIServer(reply="ok") as server:
+        script = f"""
+import os, labkit
+from labkit.models import Registry
+os.environ["LABKIT_TEST_KEY"] = "k"
+reg = Registry(models={{"{MODEL}": {{"api_base": "{server.url}", "api_key_env": "LABKIT_TEST_KEY"}}}})
+labkit.configure(registry=reg, cache_dir={str(tmp_path / "c")!r}, traces={str(tmp_path / "t.db")!r})
+print(labkit.generate("hi", model="{MODEL}").text)
+"""
+        done = subprocess.run(
+            [sys.executable, "-X", "dev", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "Unclosed" not in done.stderr and "unclosed" not in done.stderr, done.stderr
