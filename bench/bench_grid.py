@@ -109,6 +109,28 @@ def bare_requests(exp: Experiment) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- the paths
+def _streamed(req: dict[str, Any]) -> dict[str, Any]:
+    """The body a raw client posts: the wire model name, streamed with usage."""
+    return {
+        **req,
+        "model": req["model"].split("/", 1)[1],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def _check_sse(lines: list[bytes]) -> None:
+    """What any client must do with the stream: decode each event, join text, keep usage."""
+    parts, usage = [], None
+    for line in lines:
+        if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+            chunk = json.loads(line[5:])
+            usage = chunk.get("usage") or usage
+            for ch in chunk["choices"]:
+                parts.append(ch["delta"].get("content") or "")
+    assert "".join(parts) == REPLY and usage
+
+
 async def raw_aiohttp(requests: list[dict[str, Any]], url: str, c: int) -> None:
     """The floor: what any client must do (post, read SSE, decode JSON, sum usage)."""
     import aiohttp
@@ -118,24 +140,12 @@ async def raw_aiohttp(requests: list[dict[str, Any]], url: str, c: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
         async def one(req: dict[str, Any]) -> None:
-            body = {
-                **req,
-                "model": req["model"].split("/", 1)[1],
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
+            body = _streamed(req)
             async with (
                 sem,
                 session.post(f"{url}/chat/completions", json=body, headers=headers) as r,
             ):
-                parts, usage = [], None
-                async for line in r.content:
-                    if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
-                        chunk = json.loads(line[5:])
-                        usage = chunk.get("usage") or usage
-                        for ch in chunk["choices"]:
-                            parts.append(ch["delta"].get("content") or "")
-                assert "".join(parts) == REPLY and usage
+                _check_sse([line async for line in r.content])
 
         await asyncio.gather(*(one(r) for r in requests))
 
@@ -150,22 +160,10 @@ async def raw_httpx(requests: list[dict[str, Any]], url: str, c: int) -> None:
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
         async def one(req: dict[str, Any]) -> None:
-            body = {
-                **req,
-                "model": req["model"].split("/", 1)[1],
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
+            body = _streamed(req)
             url_ = f"{url}/chat/completions"
             async with sem, client.stream("POST", url_, json=body, headers=headers) as r:
-                parts, usage = [], None
-                async for line in r.aiter_lines():
-                    if line.startswith("data:") and line[5:].strip() != "[DONE]":
-                        chunk = json.loads(line[5:])
-                        usage = chunk.get("usage") or usage
-                        for ch in chunk["choices"]:
-                            parts.append(ch["delta"].get("content") or "")
-                assert "".join(parts) == REPLY and usage
+                _check_sse([line.encode() async for line in r.aiter_lines()])
 
         await asyncio.gather(*(one(r) for r in requests))
 
