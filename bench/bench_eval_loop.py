@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from labkit.client import Client  # noqa: E402
-from labkit.datasets import load_dataset  # noqa: E402
-from labkit.evaluation import (  # noqa: E402
+from labkit.evaluation.checks import (  # noqa: E402
     EvalContext,
     EvalLoopResult,
     Evaluator,
@@ -50,6 +49,7 @@ from labkit.evaluation import (  # noqa: E402
     SchemaValid,
     generate_with_evaluation,
 )
+from labkit.experiments.datasets import load_dataset  # noqa: E402
 from labkit.models import Registry  # noqa: E402
 
 LABELS = ["positive", "negative", "neutral"]
@@ -63,7 +63,7 @@ RESULTS = ROOT / "bench" / "results" / "eval_loop.md"
 
 def wilson(k: int, n: int) -> tuple[float, float]:
     try:
-        from labkit.stats import wilson_interval
+        from labkit.experiments.stats import wilson_interval
 
         return wilson_interval(k, n)
     except ImportError:  # pragma: no cover - stats.py is bundled; kept for a partial checkout
@@ -76,7 +76,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 def mcnemar(a_only: int, b_only: int) -> float:
-    from labkit.stats import mcnemar_exact
+    from labkit.experiments.stats import mcnemar_exact
 
     return float(mcnemar_exact(a_only, b_only))
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from labkit.backends.litellm_backend import import_litellm  # noqa: E402
 from labkit.client import Client  # noqa: E402
-from labkit.experiment import Experiment  # noqa: E402
+from labkit.experiments.runner import Experiment  # noqa: E402
 from labkit.models import Registry  # noqa: E402
 from labkit.testing import FakeBackend  # noqa: E402
 

@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from frames import make_results  # noqa: E402
 
-from labkit import plots  # noqa: E402
+from labkit.experiments import plots  # noqa: E402
 
 GOAL_S = 1.5
 

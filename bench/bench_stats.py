@@ -36,9 +36,9 @@ from scipy.stats import norm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from labkit import _paired as pk  # noqa: E402
-from labkit import stats  # noqa: E402
-from labkit._frame import _wilson  # noqa: E402
+from labkit.experiments import _paired as pk  # noqa: E402
+from labkit.experiments import stats  # noqa: E402
+from labkit.experiments._frame import _wilson  # noqa: E402
 
 ALPHA = 0.05
 PSIS = np.array([0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9])

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from labkit.client import Client  # noqa: E402
-from labkit.experiment import Experiment  # noqa: E402
+from labkit.experiments.runner import Experiment  # noqa: E402
 from labkit.models import Registry  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini-2024-07-18"

@@ -48,9 +48,9 @@ def bench_run_to_chart(cells: int, repeat: int) -> None:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from labkit import stats
     from labkit.client import Client
-    from labkit.experiment import Experiment
+    from labkit.experiments import stats
+    from labkit.experiments.runner import Experiment
     from labkit.models import Registry
     from labkit.testing import FakeBackend
     from labkit.widgets import ExperimentBuilder

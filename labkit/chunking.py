@@ -38,7 +38,7 @@ from .types import Completion
 
 if TYPE_CHECKING:
     from .client import CacheMode, Client
-    from .structured import SchemaLike
+    from .structured.extract import SchemaLike
 
 __all__ = [
     "CHUNK_MARGIN_TOKENS",

@@ -248,10 +248,10 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
-    from .deploy import load_config
-    from .evaluation import evaluator_from_spec
-    from .experiment import Experiment
+    from .deploy.runtime import load_config
+    from .evaluation.checks import evaluator_from_spec
+    from .experiments.datasets import load_dataset
+    from .experiments.runner import Experiment
 
     out = Path(args.out) if args.out else _default_out(Path(args.config))
     if out.suffix.lower() not in (".parquet", ".csv"):
@@ -300,7 +300,7 @@ def _default_out(config: Path) -> Path:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .experiments.report import write_report
 
     src = Path(args.results)
     out = Path(args.out) if args.out else src.with_suffix(".html")
@@ -315,7 +315,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from .deploy import gate
+    from .deploy.runtime import gate
 
     client = _client(args)
     bar = None if args.no_progress else _Bar("gate")
@@ -344,7 +344,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from .config import history, read_config
+    from .artifact import history, read_config
     from .errors import ConfigError
 
     versions = history(args.config, traces=args.traces, window=args.window)
@@ -383,13 +383,13 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from .monitoring import monitor
+    from .monitoring.watch import monitor
 
     baseline: Any = args.baseline
     if ".." in baseline:
         baseline = tuple(baseline.split("..", 1))
     elif baseline not in ("first", "previous"):
-        from .monitor_sql import parse_duration, parse_time
+        from .monitoring.sql import parse_duration, parse_time
 
         if args.since is None:
             print("labkit monitor: error: a duration --baseline needs --since (the baseline is "
@@ -413,7 +413,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .config import rollback
+    from .artifact import rollback
 
     cfg = rollback(args.config, to=args.to, note=args.note)
     print(f"restored v{args.to} as v{cfg.version} ({cfg.model}) in {args.config}")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .backends.base import Backend
-    from .structured import SchemaLike
+    from .structured.extract import SchemaLike
 
 __all__ = ["CacheMode", "Client", "configure", "default_client"]
 
@@ -295,7 +295,7 @@ class Client:
         memo = self._schema_memo.get((id(schema), confidence))
         if memo is not None and (memo[0] is schema or memo[0] == schema):
             return memo[1], memo[2]
-        from .structured import json_instructions, response_format
+        from .structured.extract import json_instructions, response_format
 
         parts = (
             response_format(schema, confidence=confidence).get("schema"),
@@ -630,7 +630,7 @@ def _clean_reply(done: Completion) -> bool:
 
 
 def _parse(text: str, schema: Any) -> Any:
-    from .structured import parse
+    from .structured.extract import parse
 
     return parse(text, schema)
 

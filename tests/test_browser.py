@@ -360,8 +360,8 @@ _CONSTANT_NOTEBOOK = {
             "source": (
                 "import json\n"
                 "import labkit\n"
-                "from labkit.datasets import load_dataset\n"
-                "from labkit.experiment import Experiment\n"
+                "from labkit.experiments.datasets import load_dataset\n"
+                "from labkit.experiments.runner import Experiment\n"
                 "from labkit.models import Registry\n"
                 "from labkit.testing import FakeOpenAIServer\n"
                 "from labkit.widgets import CompareView, ExportPanel\n"

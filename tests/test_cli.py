@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from frames import make_results
 
+from labkit.artifact import DeployedConfig, history, read_config, save_config
 from labkit.cli import main
 from labkit.client import Client
-from labkit.config import DeployedConfig, history, read_config, save_config
-from labkit.experiment import Experiment
+from labkit.experiments.results import Results
+from labkit.experiments.runner import Experiment
 from labkit.models import Registry
-from labkit.results import Results
 from labkit.testing import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ class _Charts(HTMLParser):
 
 
 def _check_report(html_path: Path, df: Any) -> None:
-    from labkit.plots import all_charts
+    from labkit.experiments.plots import all_charts
 
     names = list(all_charts(df))
     parsed = _Charts()
@@ -130,7 +130,7 @@ def test_report_renders_offline_in_a_browser(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    from labkit.plots import all_charts
+    from labkit.experiments.plots import all_charts
 
     path, res = results_file
     out = tmp_path / "report.html"
@@ -157,7 +157,7 @@ def test_report_renders_offline_in_a_browser(
 
 
 def test_a_partial_frame_still_gives_a_report(results_file: tuple[Path, Results]) -> None:
-    from labkit.report import build_report
+    from labkit.experiments.report import build_report
 
     _, res = results_file
     html = build_report(res.df.drop(columns=["latency_s"]))

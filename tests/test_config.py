@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from labkit import config
+from labkit import artifact as config
+from labkit.artifact import DeployedConfig, history, read_config, rollback, save_config
 from labkit.client import Client
-from labkit.config import DeployedConfig, history, read_config, rollback, save_config
-from labkit.deploy import Output, gate, load_config
+from labkit.deploy.runtime import Output, gate, load_config
 from labkit.errors import ConfigError, InputError, UnknownModel
-from labkit.experiment import Experiment
-from labkit.export import best_variant, export_config
+from labkit.experiments.export import best_variant, export_config
+from labkit.experiments.results import Results
+from labkit.experiments.runner import Experiment
 from labkit.models import Registry
-from labkit.results import Results
 from labkit.testing import FakeBackend
 from labkit.types import Request
 

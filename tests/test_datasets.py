@@ -11,8 +11,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labkit.datasets import DATASETS_ENV, Dataset, datasets_dir, list_datasets, load_dataset
 from labkit.errors import DatasetError
+from labkit.experiments.datasets import (
+    DATASETS_ENV,
+    Dataset,
+    datasets_dir,
+    list_datasets,
+    load_dataset,
+)
 
 BUNDLED = ["loan_triage", "review_sentiment", "ticket_extraction"]
 

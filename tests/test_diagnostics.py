@@ -10,13 +10,18 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labkit.diagnostics import answered_by_other, failure_modes, significant, verdict
 from labkit.errors import DegenerateVariant
-from labkit.export import best_variant
-from labkit.instructions import copies_example, format_line, json_instructions, legacy_example
-from labkit.results import Results, build_frame
-from labkit.stats import paired_comparison, pairwise_comparisons
-from labkit.structured import parse
+from labkit.experiments.diagnostics import answered_by_other, failure_modes, significant, verdict
+from labkit.experiments.export import best_variant
+from labkit.experiments.results import Results, build_frame
+from labkit.experiments.stats import paired_comparison, pairwise_comparisons
+from labkit.structured.extract import parse
+from labkit.structured.instructions import (
+    copies_example,
+    format_line,
+    json_instructions,
+    legacy_example,
+)
 
 SCHEMA = {"sentiment": ["positive", "negative", "neutral"]}
 LABELS = ["positive"] * 4 + ["negative"] * 3 + ["neutral"] * 3  # majority: positive, 40%
@@ -190,7 +195,7 @@ def test_a_variant_that_parrots_the_example_is_degenerate() -> None:
 
 
 def test_money_is_readable_when_tiny_or_zero() -> None:
-    from labkit.plots import money
+    from labkit.experiments.plots import money
 
     assert money(0) == "free" and money(float("nan")) == "n/a"
     assert money(0.00012) == "$0.00012" and money(12.5) == "$12.50"
@@ -198,7 +203,7 @@ def test_money_is_readable_when_tiny_or_zero() -> None:
 
 
 def test_money_keeps_two_significant_digits_without_exponents() -> None:
-    from labkit.plots import money
+    from labkit.experiments.plots import money
 
     assert money(5.2e-05) == "$0.000052" and money(0.0041) == "$0.0041"
     assert money(3e-9) == "$3.0e-09"

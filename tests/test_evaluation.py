@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from labkit.client import Client
 from labkit.errors import ConfigError, InputError
-from labkit.evaluation import (
+from labkit.evaluation.checks import (
     Attempt,
     Callable,
     ConfidenceAbove,
@@ -755,7 +755,7 @@ def test_judge_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the real local model
 @pytest.mark.local_model
 def test_loop_on_the_local_model(local_client: Client) -> None:
-    from labkit.datasets import load_dataset
+    from labkit.experiments.datasets import load_dataset
 
     rows = load_dataset("review_sentiment").head(2).records()
     evals = [SchemaValid(), InEnum("sentiment", SENTIMENT["sentiment"])]

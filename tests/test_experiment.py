@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labkit import stats
 from labkit.client import Client
 from labkit.errors import DatasetError, InputError, UnknownModel
-from labkit.evaluation import ExactMatch, FieldMatch, InEnum
-from labkit.experiment import COLUMNS, Experiment, Results
+from labkit.evaluation.checks import ExactMatch, FieldMatch, InEnum
+from labkit.experiments import stats
+from labkit.experiments.progress import ProgressState, TextBar
+from labkit.experiments.runner import COLUMNS, Experiment, Results
 from labkit.models import Registry
-from labkit.progress import ProgressState, TextBar
 from labkit.testing import FakeBackend, FakeOpenAIServer, provider_error
 from labkit.types import Completion, Request, Usage
 
@@ -411,7 +411,7 @@ def test_text_progress_bar_in_a_log_writes_plain_lines() -> None:
 
 def test_widget_bar_has_a_stop_button() -> None:
     pytest.importorskip("ipywidgets")
-    from labkit.progress import WidgetBar
+    from labkit.experiments.progress import WidgetBar
 
     stopped: list[bool] = []
     bar = WidgetBar(4, "grid", on_stop=lambda: stopped.append(True))

@@ -29,11 +29,11 @@ import pytest
 from labkit.cache import Cache, key_for
 from labkit.cli import main
 from labkit.client import Client
-from labkit.datasets import load_dataset
 from labkit.errors import DatasetError, InvalidParameter, LabkitError, UnknownModel
-from labkit.experiment import Experiment
+from labkit.experiments.datasets import load_dataset
+from labkit.experiments.report import write_report
+from labkit.experiments.runner import Experiment
 from labkit.models import Registry
-from labkit.report import write_report
 from labkit.testing import FakeBackend, FakeOpenAIServer, Fault, provider_error
 from labkit.tracing import TraceStore
 from labkit.types import Completion
@@ -353,7 +353,7 @@ def test_a_non_utf8_dataset_names_file_and_byte_offset(
     assert "UTF-8" in str(raised.value)
 
     cfg = workdir / "cfg.yaml"
-    from labkit.config import DeployedConfig, save_config
+    from labkit.artifact import DeployedConfig, save_config
 
     save_config(
         cfg,
@@ -451,7 +451,7 @@ def test_a_typo_in_a_hosted_model_id_fails_before_the_run_with_the_nearest_id(
 CHILD = """
 import os, signal, sys
 from labkit.client import Client
-from labkit.experiment import Experiment
+from labkit.experiments.runner import Experiment
 from labkit.models import Registry
 url, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 reg = Registry(models={"MODEL": {"api_base": url, "api_key_env": "KEY_ENV"}})

@@ -19,9 +19,9 @@ from labkit.backends.local import LocalBackend
 from labkit.backends.local_worker import has_amx, running_workers
 from labkit.client import Client
 from labkit.errors import LocalWorkerCrashed, LocalWorkerError, ModelFileError, RetryExhausted
-from labkit.experiment import Experiment
+from labkit.experiments.progress import ProgressState
+from labkit.experiments.runner import Experiment
 from labkit.models import Registry
-from labkit.progress import ProgressState
 
 pytestmark = pytest.mark.local_model
 

@@ -15,13 +15,13 @@ from frames import make_results
 from synthetic_traces import shifted, write_traces
 
 import labkit
-from labkit import drift
+from labkit.artifact import DeployedConfig, history, save_config
 from labkit.cli import main
 from labkit.client import Client
-from labkit.config import DeployedConfig, history, save_config
 from labkit.errors import InputError
 from labkit.models import Registry
-from labkit.monitoring import monitor, parse_duration, upgrade_watch
+from labkit.monitoring import drift
+from labkit.monitoring.watch import monitor, parse_duration, upgrade_watch
 from labkit.testing import FakeOpenAIServer
 
 DAY = 86400.0
@@ -77,7 +77,7 @@ def test_psi_reads_zero_for_equal_and_large_for_moved() -> None:
 # ----------------------------------------------------------------------------- known shifts
 
 
-def _flagged(report: labkit.monitoring.MonitorReport, metric: str) -> set[int]:  # type: ignore[name-defined]
+def _flagged(report: labkit.monitoring.watch.MonitorReport, metric: str) -> set[int]:  # type: ignore[name-defined]
     first = report.windows["window"].min()
     hits = report.shifts[report.shifts["metric"] == metric]
     return {int((w - first) / pd.Timedelta(days=1)) for w in hits["window"]}

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import pytest
 from frames import make_results
 
-from labkit import plots, stats
+from labkit.experiments import plots, stats
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -27,7 +27,7 @@ def annotation(fig: go.Figure) -> str:
 
 
 def test_import_does_not_load_plotly() -> None:
-    code = "import sys, labkit.plots, labkit.stats; print('plotly' in sys.modules)"
+    code = "import sys, labkit.experiments.plots, labkit.experiments.stats; print('plotly' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -15,8 +15,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from labkit import _paired as pk
-from labkit import stats
+from labkit.experiments import _paired as pk
+from labkit.experiments import stats
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning spam on edge cases
 

@@ -16,10 +16,10 @@ from frames import binary_frame, make_results
 from scipy.special import gammaln
 from scipy.stats import norm
 
-from labkit import _paired as pk
-from labkit import stats
-from labkit._frame import _wilson
 from labkit.errors import InputError
+from labkit.experiments import _paired as pk
+from labkit.experiments import stats
+from labkit.experiments._frame import _wilson
 
 ALPHA = 0.05
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from structured_corpus import CASES, SCHEMAS, Case, Loan, Order, same
 
 from labkit.errors import InputError
-from labkit.structured import (
+from labkit.structured.extract import (
     Parsed,
     Repair,
     json_instructions,
@@ -131,7 +131,8 @@ def test_pydantic_validators_count() -> None:
 
 
 def test_limits_stay_importable_from_structured() -> None:
-    from labkit import repair, structured
+    from labkit.structured import extract as structured
+    from labkit.structured import repair
 
     assert structured.MAX_SPAN == repair.MAX_SPAN and structured.MAX_LENIENT == repair.MAX_LENIENT
     assert structured.MAX_TEXT == 1_000_000 and structured.MAX_DEPTH == repair.MAX_DEPTH

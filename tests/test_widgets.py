@@ -215,7 +215,7 @@ def test_policy_panel_live_polling_starts_and_stops(client: Client) -> None:
 
 # ------------------------------------------------------------------ compare view
 def test_compare_view_stats_match_the_stats_module() -> None:
-    from labkit import stats
+    from labkit.experiments import stats
 
     df = make_results(n_items=40, seed=1)
     cv = CompareView(df, a="cot · large", b="terse · small")
@@ -361,7 +361,7 @@ def test_builder_shows_the_dataset_preview_and_its_columns(fake_client: Client) 
 
 
 def test_builder_lists_an_in_memory_dataset_under_its_name(fake_client: Client) -> None:
-    from labkit.datasets import load_dataset
+    from labkit.experiments.datasets import load_dataset
 
     sample = load_dataset("review_sentiment").sample(6, seed=2)
     b = _builder(fake_client, dataset=sample, rows=0)
@@ -519,7 +519,7 @@ _REVIEW_LABELS: dict[str, str] = {}
 def _reader(request: Any) -> str:
     """A 'model' that reads the label off the dataset, except on some items: it beats the
     majority-class baseline, so it is a winner the export may pick."""
-    from labkit.datasets import load_dataset
+    from labkit.experiments.datasets import load_dataset
 
     text = str(request.messages[-1]["content"])
     if not _REVIEW_LABELS:
@@ -533,7 +533,7 @@ def _reader(request: Any) -> str:
 
 
 def _results(client: Client, fake: Any = None) -> Any:
-    from labkit.experiment import Experiment
+    from labkit.experiments.runner import Experiment
 
     client.add_backend("fake", FakeBackend(fake or _reader))
     exp = Experiment(
@@ -685,7 +685,7 @@ def test_item_matrix_thumbs_become_a_human_score(client: Client) -> None:
 def test_preview_shows_the_messages_as_sent_with_the_json_instructions(
     fake_client: Client,
 ) -> None:
-    from labkit.instructions import json_instructions
+    from labkit.structured.instructions import json_instructions
 
     b = _builder(fake_client, prompts={"terse": "Answer with one word. Sentiment of: {{review}}"})
     b.preview.refresh()
@@ -720,7 +720,7 @@ def test_preview_shows_the_messages_as_sent_with_the_json_instructions(
 def test_compare_header_states_the_winner_and_agrees_with_its_interval(
     a: list[int], b: list[int]
 ) -> None:
-    from labkit.diagnostics import significant
+    from labkit.experiments.diagnostics import significant
 
     view = CompareView(binary_frame(a, b))
     r = view.result

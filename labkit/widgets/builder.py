@@ -27,10 +27,10 @@ from .prompts import PromptEditor, PromptRow
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..datasets import Dataset
-    from ..experiment import Experiment
-    from ..progress import ProgressState
-    from ..results import Results
+    from ..experiments.datasets import Dataset
+    from ..experiments.progress import ProgressState
+    from ..experiments.results import Results
+    from ..experiments.runner import Experiment
 
 __all__ = ["EVALUATORS", "ExperimentBuilder"]
 
@@ -51,7 +51,7 @@ TABS = (
 
 
 def _ev(name: str) -> Any:
-    from .. import evaluation
+    from ..evaluation import checks as evaluation
 
     return getattr(evaluation, name)
 
@@ -83,7 +83,7 @@ class ExperimentBuilder:
         import ipywidgets as w
 
         from ..client import default_client
-        from ..datasets import list_datasets
+        from ..experiments.datasets import list_datasets
         from .policy import PolicyPanel
 
         self.client = client or default_client()
@@ -342,7 +342,7 @@ class ExperimentBuilder:
     def set_dataset(self, source: Any) -> None:
         """Load a bundled name, a file path, a DataFrame, records or a Dataset. On failure the
         previous dataset stays and the reason is shown under the picker."""
-        from ..datasets import list_datasets, load_dataset
+        from ..experiments.datasets import list_datasets, load_dataset
 
         self.dataset_notice.clear()
         try:
@@ -492,7 +492,7 @@ class ExperimentBuilder:
                 f"the schema is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f'{exc.msg}); write e.g. {{"sentiment": ["positive", "negative"]}}'
             ) from None
-        from ..schema import to_json_schema
+        from ..structured.schema import to_json_schema
 
         to_json_schema(value)  # InputError names what is wrong
         return value
@@ -569,7 +569,7 @@ class ExperimentBuilder:
     def build(self) -> Experiment:
         """The `Experiment` the form describes (raises on any problem; nothing is run)."""
         from ..errors import InputError
-        from ..experiment import Experiment
+        from ..experiments.runner import Experiment
 
         problems = self.problems()
         if problems:
@@ -696,7 +696,7 @@ class ExperimentBuilder:
     # ================================================================= results
     def show_results(self, results: Results) -> None:
         """Fill the result tabs: summary and charts first, then compare, traces, export."""
-        from .. import plots
+        from ..experiments import plots
 
         self.results = results
         self.tabs.selected_index = 0

@@ -17,8 +17,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..diagnostics import answered_by_other, significant, verdict
-from ..plots import money
+from ..experiments.diagnostics import answered_by_other, significant, verdict
+from ..experiments.plots import money
 from ._common import FigureBox, Notice, esc, guarded
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ class CompareView:
     def update_pair(self) -> None:
         if self._quiet:
             return
-        from .. import plots, stats
+        from ..experiments import plots, stats
 
         a, b = self.a.value, self.b.value
         self.notice.clear()
@@ -315,7 +315,7 @@ class CompareView:
 
     # ----------------------------------------------------------------- rendering
     def _stats_html(self, sub: pd.DataFrame) -> str:
-        from .. import stats
+        from ..experiments import stats
 
         r = self.result
         a, b = esc(self.a.value), esc(self.b.value)
@@ -365,7 +365,7 @@ class CompareView:
         )
 
     def _modes_html(self, a: str, b: str) -> str:
-        from ..diagnostics import failure_modes
+        from ..experiments.diagnostics import failure_modes
 
         if self.modes is None:
             own = getattr(self._source, "failure_modes", None)

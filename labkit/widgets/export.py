@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._common import Notice, esc, guarded, html_table, pre
 
 if TYPE_CHECKING:
-    from ..results import Results
+    from ..experiments.results import Results
 
 __all__ = ["ExportPanel"]
 
@@ -103,7 +103,7 @@ class ExportPanel:
     def failure_modes(self) -> Any:
         """`labkit.diagnostics.failure_modes` of the results (computed once)."""
         if self._modes is None:
-            from ..diagnostics import failure_modes
+            from ..experiments.diagnostics import failure_modes
 
             own = getattr(self.results, "failure_modes", None)
             self._modes = own() if callable(own) else failure_modes(self.results)
@@ -123,7 +123,7 @@ class ExportPanel:
 
     def evidence_frame(self, variant: str) -> tuple[Any, Any]:
         """(success table of every variant, paired comparisons of `variant` vs each other)."""
-        from .. import stats
+        from ..experiments import stats
 
         df = self.results.df
         rates = stats.success_rates(df)
@@ -183,7 +183,7 @@ class ExportPanel:
             ),
         ]
         if pairs is not None and not pairs.empty:
-            from ..diagnostics import significant
+            from ..experiments.diagnostics import significant
 
             lines = []
             for r in pairs.to_dict("records"):
@@ -211,7 +211,7 @@ class ExportPanel:
         path = self.path.value.strip()
         if not path:
             raise ValueError("name the file to write, e.g. winner.yaml")
-        from ..config import read_config
+        from ..artifact import read_config
 
         variant = None if self.variant.value == BEST else str(self.variant.value)
         self.refuse_degenerate(variant or self.chosen())

@@ -67,7 +67,7 @@ def matrix_frame(
     import numpy as np
     import pandas as pd
 
-    from ..diagnostics import answered_by_other, dataset_records
+    from ..experiments.diagnostics import answered_by_other, dataset_records
     from .compare import answers
 
     df: pd.DataFrame = getattr(results, "df", results)

@@ -77,8 +77,8 @@ def grid_estimate(
     import pandas as pd
 
     from ..context import estimate_tokens
-    from ..experiment import variant_name
-    from ..plots import money
+    from ..experiments.plots import money
+    from ..experiments.runner import variant_name
 
     params = dict(params or {})
     max_out = int(params.get("max_tokens") or 0)
@@ -225,7 +225,7 @@ class PromptPreview:
 
 def render_messages(messages: Sequence[Mapping[str, Any]], schema: Any) -> str:
     """Messages as role + text blocks, labkit's JSON instructions marked off."""
-    from ..instructions import json_instructions
+    from ..structured.instructions import json_instructions
 
     added = json_instructions(schema) if schema is not None else ""
     blocks = []

@@ -47,7 +47,7 @@ def _no_duplicates(df: pd.DataFrame, by: str) -> None:
     dup = df.duplicated(keys, keep=False)
     if not dup.any():
         return
-    from .errors import InputError
+    from ..errors import InputError
 
     seen = df.loc[dup, keys].drop_duplicates()
     names = ", ".join(str(tuple(r)) for r in seen.head(5).itertuples(index=False))

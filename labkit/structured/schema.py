@@ -36,7 +36,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["SchemaLike", "to_json_schema"]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,8 @@ def build_report(
     """The report as one HTML string: summary tables, then every chart of `all_charts`."""
     from plotly.offline import get_plotlyjs
 
-    from . import __version__, plots, stats
+    from .. import __version__
+    from . import plots, stats
 
     charts = plots.all_charts(df, by=by, baseline=baseline, field=field)
     divs = []
@@ -167,7 +168,7 @@ def write_report(
     source: pd.DataFrame | Results | str | Path, path: str | Path, **kwargs: Any
 ) -> Path:
     """Write `build_report` of a frame, a `Results`, or a results file to `path`, atomically."""
-    from .config import atomic_write
+    from ..artifact import atomic_write
     from .results import Results
 
     if isinstance(source, str | Path):

@@ -43,11 +43,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError
-from .types import Completion
+from ..errors import ConfigError
+from ..types import Completion
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
+    from ..structured.extract import Parsed
     from .judge import (
         ATTEMPT_SAMPLE_STRIDE,
         Attempt,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
         default_refine,
         generate_with_evaluation,
     )
-    from .structured import Parsed
 
 __all__ = [
     "ATTEMPT_SAMPLE_STRIDE",
@@ -596,7 +596,7 @@ class SchemaValid(Evaluator):
     def evaluate(self, ctx: EvalContext) -> Score:
         parsed = ctx.parsed
         if self.schema is not None:
-            from .structured import parse
+            from ..structured.extract import parse
 
             parsed = parse(ctx.text, self.schema)
         if parsed is None:

@@ -106,7 +106,7 @@ def dataset_records(results: Any) -> dict[str, dict[str, Any]]:
     From the Experiment that made `results`, else the dataset reloaded from the run's `meta`
     (fingerprint-checked); a bare frame has none.
     """
-    from .errors import LabkitError
+    from ..errors import LabkitError
 
     if not hasattr(results, "df") or not getattr(results, "meta", None):
         return {}
@@ -209,7 +209,7 @@ class FailureModes:
         )
 
     def _repr_html_(self) -> str:
-        from .widgets._common import esc
+        from ..widgets._common import esc
 
         parts = ["<div style='font-size:12px'>"]
         for r in self.table.to_dict("records"):
@@ -239,8 +239,8 @@ def failure_modes(
     """
     import pandas as pd
 
+    from ..structured.instructions import copies_example
     from . import stats
-    from .instructions import copies_example
 
     df: pd.DataFrame = getattr(results, "df", results)
     labels = dict(expected) if expected is not None else expected_labels(results)

@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import DatasetError
+from ..prompts import template_variables
+from ..redact import map_strings
+from ..types import mend_text
 from ._frame import _missing
-from .errors import DatasetError
-from .prompts import template_variables
-from .redact import map_strings
-from .types import mend_text
 
 __all__ = ["DATASETS_ENV", "Dataset", "datasets_dir", "list_datasets", "load_dataset"]
 
@@ -298,7 +298,7 @@ def datasets_dir() -> Path:
     override = os.environ.get(DATASETS_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(__file__).resolve().parent.parent / "datasets"
+    return Path(__file__).resolve().parents[2] / "datasets"
 
 
 def list_datasets() -> list[str]:

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..errors import InputError
 from .drift import hist_quantile, ks_from_counts, psi, two_proportions
-from .errors import InputError
-from .monitor_sql import (
+from .sql import (
     _MONDAY,
     BASE_DISTS,
     RATES,
@@ -98,7 +98,7 @@ def _compare(
     lim: _Limits,
 ) -> list[dict[str, Any]]:
     """Every test of one window against its baseline, Holm-adjusted together."""
-    from .stats import holm_adjust
+    from ..experiments.stats import holm_adjust
 
     rows: list[dict[str, Any]] = []
     for name, (num, den, good) in RATES.items():
@@ -550,7 +550,7 @@ def upgrade_watch(
     the `window` before it was saved vs the new version's model in the `window` after (cut at
     the next version), on the monitor's tests. 'worse' when any flagged shift is for the
     worse; then `rollback` holds the `labkit.rollback` call that restores the previous one."""
-    from .config import history
+    from ..artifact import history
 
     lim = _Limits(alpha, min_rate_change, min_psi, int(min_n))
     width = parse_duration(window)

@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._files import private_file
+from .._files import private_file
 from ._frame import _missing
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .experiment import Experiment
+    from .runner import Experiment
     from .stats import CalibrationResult, PairedResult
 
 __all__ = ["COLUMNS", "JSON_COLUMNS", "Results"]
@@ -173,7 +173,7 @@ class Results:
         """The winning variant (a `labkit.export.Winner`) on `metric` among those meeting
         `constraints`; degenerate variants only with `allow_degenerate` (see
         `labkit.config.best_variant`)."""
-        from .config import best_variant
+        from ..artifact import best_variant
 
         return best_variant(
             self, metric=metric, constraints=constraints, allow_degenerate=allow_degenerate
@@ -203,7 +203,7 @@ class Results:
 
     def export_config(self, path: str | Path, variant: str | None = None, **kw: Any) -> Any:
         """Write the (best, or named) variant as a deployable config; see `labkit.config`."""
-        from .config import export_config
+        from ..artifact import export_config
 
         return export_config(self, path, variant=variant, **kw)
 

@@ -35,20 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DatasetError, InputError
+from ..errors import DatasetError, InputError
+from ..prompts import render, template_variables
+from ..redact import scrub_secrets
+from ..types import OUTPUT_PARAMS, check_params, mend_text
 from .progress import ProgressBar, ProgressState, make_bar
-from .prompts import render, template_variables
-from .redact import scrub_secrets
 from .results import COLUMNS, JSON_COLUMNS, Results, build_frame
-from .types import OUTPUT_PARAMS, check_params, mend_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .client import CacheMode, Client
+    from ..client import CacheMode, Client
+    from ..evaluation.checks import Evaluator, Score
+    from ..types import Completion
     from .datasets import Dataset
-    from .evaluation import Evaluator, Score
-    from .types import Completion
 
 __all__ = ["COLUMNS", "JSON_COLUMNS", "Experiment", "ProgressState", "Results"]
 
@@ -106,7 +106,7 @@ class Experiment:
         name: str | None = None,
         confidence: bool = True,
     ) -> None:
-        from .client import default_client
+        from ..client import default_client
         from .datasets import load_dataset
 
         self.client: Client = client if client is not None else default_client()
@@ -145,7 +145,7 @@ class Experiment:
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        from .client import TRANSPORT_PARAMS
+        from ..client import TRANSPORT_PARAMS
 
         unknown = set(self.params) - OUTPUT_PARAMS - TRANSPORT_PARAMS
         if unknown:
@@ -178,7 +178,7 @@ class Experiment:
     def _pick_evaluators(self, given: Sequence[Evaluator] | None) -> list[Evaluator]:
         if given is not None:
             return list(given)
-        from .evaluation import ExactMatch, FieldMatch
+        from ..evaluation.checks import ExactMatch, FieldMatch
 
         fields = self.dataset.expected_fields
         if fields and self.schema is not None:
@@ -309,7 +309,7 @@ class Experiment:
         """Set up a run in the caller's thread (the bar must be displayed in the caller's
         notebook cell; a stop() made right after start() must not be lost); return the
         coroutine to run on the client's loop."""
-        from .client import _check_cache_mode
+        from ..client import _check_cache_mode
 
         _check_cache_mode(cache)
         if self._active:
@@ -390,7 +390,7 @@ class Experiment:
 
     async def _run_cell(self, cell: _Cell, cache: CacheMode) -> dict[str, Any]:
         """One call, evaluated, as a row; any exception becomes an error row."""
-        from .evaluation import EvalContext, run_evaluators
+        from ..evaluation.checks import EvalContext, run_evaluators
 
         started = time.perf_counter()
         template = self.prompts[cell.prompt]
@@ -446,7 +446,7 @@ class Experiment:
         }
 
     def _row(self, cell: _Cell, done: Completion, scores: Sequence[Score]) -> dict[str, Any]:
-        from .evaluation import combine
+        from ..evaluation.checks import combine
 
         parsed = done.parsed
         if self.schema is not None and parsed is not None:
@@ -522,7 +522,7 @@ class Experiment:
 
     # ------------------------------------------------------------------ reporting
     def _meta(self) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
         specs: list[Any] = []
         for ev in self.evaluators:
@@ -579,7 +579,7 @@ class Experiment:
     def _record_run(self, status: str) -> None:
         """One 'parent' trace row per run, so the trace browser can list runs."""
         try:
-            from .tracing import new_id
+            from ..tracing import new_id
 
             s = self._state
             self.client.tracer.record(
@@ -675,7 +675,7 @@ def _json_schema(schema: Any) -> dict[str, Any] | None:
     """The output JSON Schema (for meta and the run id), without the confidence wrapper."""
     if schema is None:
         return None
-    from .structured import to_json_schema
+    from ..structured.extract import to_json_schema
 
     out: dict[str, Any] | None = to_json_schema(schema)
     return out

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -210,7 +210,7 @@ def _from_frame(df: pd.DataFrame, time_col: str | None) -> sqlite3.Connection:
     """Load a traces frame or a results frame into an in-memory `traces` table."""
     import pandas as pd
 
-    from .tracing import COLUMNS
+    from ..tracing import COLUMNS
 
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.execute(f"CREATE TABLE traces ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
@@ -304,7 +304,7 @@ def _from_frame(df: pd.DataFrame, time_col: str | None) -> sqlite3.Connection:
 
 
 def _missing(v: Any) -> bool:
-    from ._frame import _missing as missing
+    from ..experiments._frame import _missing as missing
 
     return (isinstance(v, float | np.floating) and math.isnan(v)) or (
         not isinstance(v, list | dict | tuple | np.ndarray) and missing(v)
@@ -341,7 +341,7 @@ class _Query:
 
 
 def _columns() -> frozenset[str]:
-    from .tracing import COLUMNS
+    from ..tracing import COLUMNS
 
     return frozenset(COLUMNS)
 
@@ -474,7 +474,7 @@ def _switches(
                         "from_model": last[alias], "to_model": model})  # fmt: skip
         last[alias] = model
     if config is not None:
-        from .config import history
+        from ..artifact import history
 
         versions = history(config)
         for prev, cur in itertools.pairwise(versions):

@@ -31,13 +31,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .config import DeployedConfig, Evidence, SuiteItem, locate, now_utc, read_config, save_config
-from .errors import ConfigError, InputError, UnknownModel
-from .types import Completion
+from ..artifact import (
+    DeployedConfig,
+    Evidence,
+    SuiteItem,
+    locate,
+    now_utc,
+    read_config,
+    save_config,
+)
+from ..errors import ConfigError, InputError, UnknownModel
+from ..types import Completion
 
 if TYPE_CHECKING:
-    from .client import CacheMode, Client
-    from .evaluation import Evaluator
+    from ..client import CacheMode, Client
+    from ..evaluation.checks import Evaluator
 
 __all__ = ["Deployed", "GateVerdict", "Output", "call", "check_models", "gate", "load_config"]
 
@@ -90,7 +98,7 @@ class Deployed:
 
     @property
     def client(self) -> Client:
-        from .client import default_client
+        from ..client import default_client
 
         return self._client or default_client()
 
@@ -233,8 +241,8 @@ def load_config(path: str | Path, *, client: Client | None = None) -> Deployed:
 
 def check_models(cfg: DeployedConfig, client: Client | None, p: Path | str) -> None:
     """Model and fallbacks must be known pinned ids (aliases are resolved at export time)."""
-    from .client import default_client
-    from .models import UnpinnedModelWarning
+    from ..client import default_client
+    from ..models import UnpinnedModelWarning
 
     reg = (client or default_client()).registry
     text = Path(p).read_text(encoding="utf-8") if Path(p).exists() else ""
@@ -355,7 +363,7 @@ def gate(
     """
     c = client
     if c is None:
-        from .client import default_client
+        from ..client import default_client
 
         c = default_client()
     p = Path(path)
@@ -423,7 +431,7 @@ async def _run_suite(
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """model -> item id -> {passed, value, error}; every item gets an outcome."""
-    from .evaluation import EvalContext, FieldMatch, evaluator_from_spec, run_evaluators
+    from ..evaluation.checks import EvalContext, FieldMatch, evaluator_from_spec, run_evaluators
 
     evaluators: list[Evaluator] = []
     for i, spec in enumerate(cfg.evaluators):
@@ -482,7 +490,7 @@ def _verdict(
 ) -> GateVerdict:
     import pandas as pd
 
-    from . import stats
+    from ..experiments import stats
 
     cur = cfg.model
     rows = [
@@ -544,7 +552,8 @@ def _verdict(
 
 
 def _gate_evidence(cfg: DeployedConfig, v: GateVerdict) -> Evidence:
-    from . import __version__, stats
+    from .. import __version__
+    from ..experiments import stats
 
     k = round(v.candidate_rate * v.n)
     low, high = stats.wilson_interval(k, v.n)
@@ -581,7 +590,7 @@ def _gate_evidence(cfg: DeployedConfig, v: GateVerdict) -> Evidence:
 def _trace(c: Client, v: GateVerdict) -> None:
     """One parent trace row per gate run, so the trace browser lists it beside experiments."""
     try:
-        from .tracing import new_id
+        from ..tracing import new_id
 
         c.tracer.record(
             kind="parent",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import (
+from ..artifact import (
     ConfidencePolicy,
     DeployedConfig,
     Evidence,
@@ -28,14 +28,14 @@ from .config import (
     now_utc,
     save_config,
 )
-from .errors import ConfigError, DegenerateVariant, InputError
-from .types import OUTPUT_PARAMS
+from ..errors import ConfigError, DegenerateVariant, InputError
+from ..types import OUTPUT_PARAMS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .client import Client
-    from .evaluation import Evaluator
+    from ..client import Client
+    from ..evaluation.checks import Evaluator
     from .results import Results
 
 __all__ = ["Winner", "best_variant", "export_config"]
@@ -242,7 +242,7 @@ def export_config(
     experiment = getattr(results, "experiment", None)
     c = client or getattr(experiment, "client", None)
     if c is None:
-        from .client import default_client
+        from ..client import default_client
 
         c = default_client()
     rows = df[df["variant"] == win.variant]
@@ -270,7 +270,7 @@ def export_config(
         }
     )
     p = Path(path)
-    from .deploy import check_models
+    from ..deploy.runtime import check_models
 
     check_models(cfg, c, "<export>")
     save_config(p, cfg, action="export", note=note, author=author)
@@ -362,7 +362,7 @@ def _evaluator_specs(
     recorded: Sequence[Mapping[str, Any]], given: Sequence[Any] | None
 ) -> list[dict[str, Any]]:
     """Specs that `evaluator_from_spec` can rebuild; refuse ones it cannot (the gate needs them)."""
-    from .evaluation import evaluator_from_spec
+    from ..evaluation.checks import evaluator_from_spec
 
     items = list(given) if given is not None else list(recorded)
     specs = [dict(x) if isinstance(x, Mapping) else x.spec() for x in items]
@@ -509,7 +509,8 @@ def _evidence(
     meta: Mapping[str, Any],
     constraints: Mapping[str, Any] | None,
 ) -> Evidence:
-    from . import __version__, stats
+    from .. import __version__
+    from . import stats
 
     col = _column(win.metric)
     others = []

@@ -68,7 +68,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import InputError
+from ..errors import InputError
 from .instructions import json_instructions, response_format
 from .repair import (
     DECODER,

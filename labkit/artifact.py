@@ -43,8 +43,8 @@ from .prompts import template_variables
 from .types import OUTPUT_PARAMS
 
 if TYPE_CHECKING:
-    from .deploy import Deployed, GateVerdict, Output, gate, load_config
-    from .export import Winner, best_variant, export_config
+    from .deploy.runtime import Deployed, GateVerdict, Output, gate, load_config
+    from .experiments.export import Winner, best_variant, export_config
 
 __all__ = [
     "ConfidencePolicy",
@@ -541,7 +541,7 @@ def history(
     versions = _read_log(Path(path))
     if traces is None:
         return versions
-    from .monitoring import upgrade_watch
+    from .monitoring.watch import upgrade_watch
 
     for verdict in upgrade_watch(path, traces, window=window):
         info = next(v for v in versions if v.version == verdict.version)
@@ -736,14 +736,14 @@ def rollback(
 
 
 _LAZY = {
-    "Winner": "export",
-    "best_variant": "export",
-    "export_config": "export",
-    "Deployed": "deploy",
-    "GateVerdict": "deploy",
-    "Output": "deploy",
-    "gate": "deploy",
-    "load_config": "deploy",
+    "Winner": "experiments.export",
+    "best_variant": "experiments.export",
+    "export_config": "experiments.export",
+    "Deployed": "deploy.runtime",
+    "GateVerdict": "deploy.runtime",
+    "Output": "deploy.runtime",
+    "gate": "deploy.runtime",
+    "load_config": "deploy.runtime",
 }
 
 

@@ -88,7 +88,7 @@ def noninferiority(
     continuous `metric` (e.g. ``"score"``): a studentised bootstrap over items (seeded), which
     needs at least `MIN_BOOTSTRAP_ITEMS` items and otherwise raises.
     """
-    from .errors import InputError
+    from ..errors import InputError
 
     if not 0 <= margin < 1:
         raise InputError(f"margin must be in [0, 1), got {margin}")

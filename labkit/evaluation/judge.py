@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InputError
-from .evaluation import (
+from ..errors import InputError
+from ..prompts import build_messages
+from ..types import Completion, Message
+from .checks import (
     Callable as CallableEvaluator,
 )
-from .evaluation import (
+from .checks import (
     EvalContext,
     Evaluator,
     Score,
@@ -38,11 +40,9 @@ from .evaluation import (
     combine,
     run_evaluators,
 )
-from .prompts import build_messages
-from .types import Completion, Message
 
 if TYPE_CHECKING:
-    from .client import CacheMode, Client
+    from ..client import CacheMode, Client
 
 __all__ = [
     "ATTEMPT_SAMPLE_STRIDE",
@@ -152,7 +152,7 @@ class LLMJudge(Evaluator):
         ]
 
     async def aevaluate(self, ctx: EvalContext) -> Score:
-        from .client import default_client
+        from ..client import default_client
 
         client = ctx.client or default_client()
         parent = ctx.completion.trace_id if ctx.completion is not None else None
@@ -181,7 +181,7 @@ class LLMJudge(Evaluator):
 
     def evaluate(self, ctx: EvalContext) -> Score:
         """Sync form for scripts and notebooks (not from inside a running labkit coroutine)."""
-        from .client import default_client
+        from ..client import default_client
 
         result: Score = (ctx.client or default_client()).run(self.aevaluate(ctx))
         return result
@@ -189,7 +189,7 @@ class LLMJudge(Evaluator):
     def read(self, text: str, parsed: Any = None) -> Score:
         """Turn a judge's raw reply into a Score (parsed with `labkit.structured.parse`)."""
         if parsed is None:
-            from .structured import parse
+            from ..structured.extract import parse
 
             parsed = parse(text, self.reply_schema())
         value = getattr(parsed, "value", None)
@@ -397,7 +397,7 @@ async def agenerate_with_evaluation(
     and its `id` becomes the `item_id`. Bad `threshold`, `max_attempts`, evaluators or
     generation arguments raise InputError before anything is sent.
     """
-    from .client import default_client
+    from ..client import default_client
 
     evals = _check_loop_args(evaluators, threshold, max_attempts, refine)
     client = client or default_client()
@@ -427,7 +427,7 @@ async def agenerate_with_evaluation(
     if cache not in ("use", "refresh", "off"):
         raise InputError(f"cache must be 'use', 'refresh' or 'off', got {cache!r}")
 
-    from .tracing import new_id
+    from ..tracing import new_id
 
     loop_id = new_id()
     task = next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), None)
@@ -560,7 +560,7 @@ def generate_with_evaluation(
     **generate_kwargs: Any,
 ) -> EvalLoopResult:
     """Sync `agenerate_with_evaluation` (runs on the client's loop; works inside Jupyter)."""
-    from .client import default_client
+    from ..client import default_client
 
     client = client or default_client()
     result: EvalLoopResult = client.run(
