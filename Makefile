@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile scripts/llama_wheel.sh
 	$(BIN)/pip install --quiet --upgrade pip
 	bash scripts/llama_wheel.sh $(BIN) $(LLAMA_CPP_VERSION)
 	$(BIN)/pip install --quiet -e ".[local,dev]"
-	$(BIN)/python -m labkit.backends.local_worker --self-check
+	$(BIN)/python -m labkit.selfcheck
 	touch $@
 
 setup: $(STAMP)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from labkit.client import Client  # noqa: E402
-from labkit.evaluation.checks import (  # noqa: E402
+from labkit.evaluation import (  # noqa: E402
     EvalContext,
     EvalLoopResult,
     Evaluator,
@@ -117,7 +117,7 @@ def measure(result: EvalLoopResult, item: dict[str, Any]) -> Row:
         tokens_single=done.usage.total_tokens if done else 0,
         tokens_loop=result.totals.total_tokens,
         latency_single=done.latency_s if done else first.wall_s,
-        latency_loop=result.totals.latency_s,
+        latency_loop=result.totals.latency_s_sum,
         calls=result.totals.n_calls,
         cache_hits=result.totals.cache_hits,
         accepted_at=accepted,

@@ -44,7 +44,7 @@ import json_repair
 from peer_cases import SUITES, adversarial_1mb, load, unflagged_wrong
 from structured_corpus import CASES, Case, same
 
-from labkit.structured.extract import parse
+from labkit.structured import parse
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 

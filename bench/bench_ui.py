@@ -49,8 +49,7 @@ def bench_run_to_chart(cells: int, repeat: int) -> None:
     import plotly.graph_objects as go
 
     from labkit.client import Client
-    from labkit.experiments import stats
-    from labkit.experiments.runner import Experiment
+    from labkit.experiments import Experiment, stats
     from labkit.models import Registry
     from labkit.testing import FakeBackend
     from labkit.widgets import ExperimentBuilder

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     AllModelsFailed,
     CircuitOpen,
@@ -30,42 +31,40 @@ from .errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .artifact import history, rollback
     from .chunking import amap_chunks, map_chunks
     from .client import Client, configure, default_client
-    from .deploy.runtime import Deployed, GateVerdict, gate, load_config
-    from .evaluation.checks import (
+    from .deploy import Deployed, GateVerdict, gate, load_config, rollback
+    from .evaluation import (
         ConfidenceAbove,
         EvalContext,
+        EvalLoopResult,
         Evaluator,
         ExactMatch,
         FieldMatch,
         InEnum,
+        LLMJudge,
         NumericTolerance,
         Regex,
         SchemaValid,
         Score,
+        agenerate_with_evaluation,
         evaluator,
         evaluator_from_spec,
-    )
-    from .evaluation.judge import (
-        EvalLoopResult,
-        LLMJudge,
-        agenerate_with_evaluation,
         generate_with_evaluation,
     )
-    from .experiments.datasets import Dataset, list_datasets, load_dataset
-    from .experiments.export import export_config
-    from .experiments.results import Results
-    from .experiments.runner import Experiment
+    from .experiments import (
+        Dataset,
+        Experiment,
+        Results,
+        export_config,
+        list_datasets,
+        load_dataset,
+    )
     from .models import Registry
-    from .monitoring.watch import monitor
+    from .monitoring import history, monitor
     from .redact import Redactor
-    from .structured.extract import Parsed, parse
-    from .structured.schema import to_json_schema
+    from .structured import Parsed, parse, to_json_schema
     from .types import Completion, Usage
-
-__version__ = "0.1.0"
 
 _LAZY: dict[str, tuple[str, str]] = {
     # the call path
@@ -77,45 +76,45 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Registry": ("models", "Registry"),
     "Redactor": ("redact", "Redactor"),
     # structured output
-    "parse": ("structured.extract", "parse"),
-    "Parsed": ("structured.extract", "Parsed"),
-    "to_json_schema": ("structured.schema", "to_json_schema"),
+    "parse": ("structured", "parse"),
+    "Parsed": ("structured", "Parsed"),
+    "to_json_schema": ("structured", "to_json_schema"),
     # long inputs
     "map_chunks": ("chunking", "map_chunks"),
     "amap_chunks": ("chunking", "amap_chunks"),
     # evaluation
-    "Score": ("evaluation.checks", "Score"),
-    "EvalContext": ("evaluation.checks", "EvalContext"),
-    "Evaluator": ("evaluation.checks", "Evaluator"),
-    "evaluator": ("evaluation.checks", "evaluator"),
-    "evaluator_from_spec": ("evaluation.checks", "evaluator_from_spec"),
-    "ExactMatch": ("evaluation.checks", "ExactMatch"),
-    "FieldMatch": ("evaluation.checks", "FieldMatch"),
-    "InEnum": ("evaluation.checks", "InEnum"),
-    "Regex": ("evaluation.checks", "Regex"),
-    "NumericTolerance": ("evaluation.checks", "NumericTolerance"),
-    "SchemaValid": ("evaluation.checks", "SchemaValid"),
-    "ConfidenceAbove": ("evaluation.checks", "ConfidenceAbove"),
-    "LLMJudge": ("evaluation.judge", "LLMJudge"),
-    "generate_with_evaluation": ("evaluation.judge", "generate_with_evaluation"),
-    "agenerate_with_evaluation": ("evaluation.judge", "agenerate_with_evaluation"),
-    "EvalLoopResult": ("evaluation.judge", "EvalLoopResult"),
+    "Score": ("evaluation", "Score"),
+    "EvalContext": ("evaluation", "EvalContext"),
+    "Evaluator": ("evaluation", "Evaluator"),
+    "evaluator": ("evaluation", "evaluator"),
+    "evaluator_from_spec": ("evaluation", "evaluator_from_spec"),
+    "ExactMatch": ("evaluation", "ExactMatch"),
+    "FieldMatch": ("evaluation", "FieldMatch"),
+    "InEnum": ("evaluation", "InEnum"),
+    "Regex": ("evaluation", "Regex"),
+    "NumericTolerance": ("evaluation", "NumericTolerance"),
+    "SchemaValid": ("evaluation", "SchemaValid"),
+    "ConfidenceAbove": ("evaluation", "ConfidenceAbove"),
+    "LLMJudge": ("evaluation", "LLMJudge"),
+    "generate_with_evaluation": ("evaluation", "generate_with_evaluation"),
+    "agenerate_with_evaluation": ("evaluation", "agenerate_with_evaluation"),
+    "EvalLoopResult": ("evaluation", "EvalLoopResult"),
     # datasets and experiments
-    "Dataset": ("experiments.datasets", "Dataset"),
-    "load_dataset": ("experiments.datasets", "load_dataset"),
-    "list_datasets": ("experiments.datasets", "list_datasets"),
-    "Experiment": ("experiments.runner", "Experiment"),
-    "Results": ("experiments.results", "Results"),
+    "Dataset": ("experiments", "Dataset"),
+    "load_dataset": ("experiments", "load_dataset"),
+    "list_datasets": ("experiments", "list_datasets"),
+    "Experiment": ("experiments", "Experiment"),
+    "Results": ("experiments", "Results"),
     # notebook to production
-    "export_config": ("experiments.export", "export_config"),
-    "load_config": ("deploy.runtime", "load_config"),
-    "Deployed": ("deploy.runtime", "Deployed"),
-    "gate": ("deploy.runtime", "gate"),
-    "GateVerdict": ("deploy.runtime", "GateVerdict"),
-    "rollback": ("artifact", "rollback"),
-    "history": ("artifact", "history"),
+    "export_config": ("experiments", "export_config"),
+    "load_config": ("deploy", "load_config"),
+    "Deployed": ("deploy", "Deployed"),
+    "gate": ("deploy", "gate"),
+    "GateVerdict": ("deploy", "GateVerdict"),
+    "rollback": ("deploy", "rollback"),
+    "history": ("monitoring", "history"),
     # production watch
-    "monitor": ("monitoring.watch", "monitor"),
+    "monitor": ("monitoring", "monitor"),
 }
 
 __all__ = [

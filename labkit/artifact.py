@@ -16,21 +16,23 @@ Every write goes to a temporary file that is renamed over the target, so a faile
 promotion or rollback leaves the current file untouched. A current file edited by hand is
 recorded as an "edit" version before anything overwrites it.
 
-Related modules: `labkit.export` writes a config from experiment results (`export_config`,
-`best_variant`); `labkit.deploy` loads and runs one (`load_config`, `Deployed`) and gates model
-upgrades on its suite (`gate`). Their names are reachable from here too.
+This module is the contract between the notebook and production: `labkit.experiments`
+writes a config (`export_config`), `labkit.deploy` loads, runs and gates one, and
+`labkit.monitoring` reads its versions. It sits below all three and imports none of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import difflib
 import getpass
 import hashlib
 import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,34 +40,30 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from ._version import __version__
+from .client import default_client
+from .errors import ConfigError, UnknownModel
+from .models import UnpinnedModelWarning
 from .prompts import template_variables
+from .redact import scrub_secrets
 from .types import OUTPUT_PARAMS
 
 if TYPE_CHECKING:
-    from .deploy.runtime import Deployed, GateVerdict, Output, gate, load_config
-    from .experiments.export import Winner, best_variant, export_config
+    from .client import Client
 
 __all__ = [
     "ConfidencePolicy",
-    "Deployed",
     "DeployedConfig",
     "Evidence",
-    "GateVerdict",
-    "Output",
     "SuiteItem",
     "VersionInfo",
-    "Winner",
     "atomic_write",
-    "best_variant",
-    "export_config",
-    "gate",
-    "history",
+    "check_models",
     "history_dir",
-    "load_config",
     "read_config",
     "rollback",
     "save_config",
+    "versions",
 ]
 
 Action = Literal["export", "promote", "rollback", "edit"]
@@ -277,7 +275,6 @@ _Dumper.add_representer(str, _str)
 
 def to_yaml(cfg: DeployedConfig) -> str:
     """The file text: a short header comment, then the config in field order."""
-    from . import __version__
 
     name = " ".join(cfg.name.split())  # a newline in the name must not end the comment
     head = (
@@ -529,31 +526,10 @@ def _read_log(path: Path) -> list[VersionInfo]:
     return out
 
 
-def history(
-    path: str | Path, *, traces: Any = None, window: str | float = "day"
-) -> list[VersionInfo]:
-    """Every saved version of a config, oldest first: who saved what, when, with which evidence.
-
-    With `traces` (a trace database path, Client or frame), each version after the first
-    carries `watch`: the verdict of `labkit.monitoring.upgrade_watch` on the `window` of calls
-    before vs after it was saved, and the `labkit.rollback` call to run when it is worse.
-    """
-    versions = _read_log(Path(path))
-    if traces is None:
-        return versions
-    from .monitoring.watch import upgrade_watch
-
-    for verdict in upgrade_watch(path, traces, window=window):
-        info = next(v for v in versions if v.version == verdict.version)
-        info.watch = {
-            "verdict": verdict.verdict,
-            "calls_before": verdict.calls_before,
-            "calls_after": verdict.calls_after,
-            "shifts": verdict.shifts,
-            "suggest": verdict.rollback,
-            "summary": str(verdict),
-        }
-    return versions
+def versions(path: str | Path) -> list[VersionInfo]:
+    """Every saved version of a config, oldest first: who saved what, when, with which evidence
+    (`labkit.history` adds the upgrade watch's verdicts from production traces)."""
+    return _read_log(Path(path))
 
 
 def _summary(ev: Evidence | None) -> dict[str, Any] | None:
@@ -689,8 +665,6 @@ def _record_hand_edit(p: Path, log: list[VersionInfo]) -> None:
 def _refuse_secrets(text: str, p: Path) -> None:
     """Refuse to write any credential-looking environment value, configured key or key-shaped
     token (`labkit.redact.scrub_secrets`) that slipped into the text."""
-    from .redact import scrub_secrets
-
     if scrub_secrets(text) != text:
         raise ConfigError(
             "the config would contain an API key or token (in the prompt, params, evaluators "
@@ -735,23 +709,30 @@ def rollback(
     )
 
 
-_LAZY = {
-    "Winner": "experiments.export",
-    "best_variant": "experiments.export",
-    "export_config": "experiments.export",
-    "Deployed": "deploy.runtime",
-    "GateVerdict": "deploy.runtime",
-    "Output": "deploy.runtime",
-    "gate": "deploy.runtime",
-    "load_config": "deploy.runtime",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Exporting (labkit.export) and running/gating (labkit.deploy) build on this module; their
-    # names are reachable from here too, where `Results.best` / `Results.export_config` look.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
-    raise AttributeError(f"module 'labkit.config' has no attribute {name!r}")
+def check_models(cfg: DeployedConfig, client: Client | None, p: Path | str) -> None:
+    """Model and fallbacks must be known pinned ids (aliases are resolved at export time)."""
+    reg = (client or default_client()).registry
+    text = Path(p).read_text(encoding="utf-8") if Path(p).exists() else ""
+    for loc, name in [
+        (("model",), cfg.model),
+        *((("fallbacks", i), m) for i, m in enumerate(cfg.fallbacks)),
+    ]:
+        where = locate(p, text, loc)
+        if name in reg.aliases:
+            raise ConfigError(
+                f"{name!r} is an alias; a deployed config pins a model id. Use "
+                f"{reg.resolve(name).model!r} (what it resolves to now)",
+                where=where,
+            )
+        if not reg.is_model(name):
+            err = UnknownModel(name, difflib.get_close_matches(name, reg.names(), n=3, cutoff=0.5))
+            err.where = where
+            err.args = (f"{where}: {err.args[0]}",)
+            raise err
+        if not reg.info(name).pinned:
+            warnings.warn(
+                f"{where}: {name!r} is a floating model name; pin a dated version so a provider "
+                "update cannot change the outputs under you",
+                UnpinnedModelWarning,
+                stacklevel=3,
+            )

@@ -30,21 +30,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from .client import default_client
 from .context import Chunk, chunk_text, count_tokens, merge_structured
 from .errors import InputError, LabkitError
 from .prompts import template_variables
+from .trace_rows import trace_row
 from .tracing import new_id
 from .types import Completion
+from .usage import Totals
 
 if TYPE_CHECKING:
     from .client import CacheMode, Client
-    from .structured.extract import SchemaLike
+    from .structured import SchemaLike
 
 __all__ = [
     "CHUNK_MARGIN_TOKENS",
     "DEFAULT_OVERLAP",
     "DEFAULT_REPLY_TOKENS",
-    "ChunkTotals",
     "ChunkedResult",
     "amap_chunks",
     "map_chunks",
@@ -63,25 +65,6 @@ CHUNK_VARIABLES = ("chunk_number", "chunk_count")
 
 
 @dataclass(frozen=True)
-class ChunkTotals:
-    """Sums over the chunk calls (cache hits report their original tokens and cost)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    """Wall time of the whole map, chunking and merging included."""
-    chunk_latency_s: float = 0.0
-    """Sum of the chunk calls' latencies: what the map would take one chunk at a time."""
-    cache_hits: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
 class ChunkedResult:
     """The merged answer of one document and everything it was built from."""
 
@@ -94,7 +77,8 @@ class ChunkedResult:
     """One per chunk, in order; None where that chunk's call failed (see `errors`)."""
     parent_id: str
     """call_id of the parent trace row; every chunk call's trace rows carry it as parent_id."""
-    totals: ChunkTotals
+    totals: Totals
+    """Sums over the chunk calls; `wall_s` is the whole map, chunking and merging included."""
     errors: dict[int, LabkitError] = field(default_factory=dict)
     """Chunk index -> the error its call ended with (only with on_error="keep")."""
     unparsed: list[int] = field(default_factory=list)
@@ -146,8 +130,6 @@ async def amap_chunks(
     """
     started = time.perf_counter()
     if client is None:
-        from .client import default_client
-
         client = default_client()
     if on_error not in ("raise", "keep"):
         raise InputError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
@@ -228,15 +210,7 @@ async def amap_chunks(
         value, confidences, unparsed = _merge(completions)
     else:
         value, confidences, unparsed = [c.text for c in done], {}, []
-    totals = ChunkTotals(
-        prompt_tokens=sum(c.usage.prompt_tokens for c in done),
-        completion_tokens=sum(c.usage.completion_tokens for c in done),
-        cached_tokens=sum(c.usage.cached_tokens for c in done),
-        cost_usd=sum(c.cost_usd for c in done),
-        latency_s=time.perf_counter() - started,
-        chunk_latency_s=sum(c.latency_s for c in done),
-        cache_hits=sum(c.cache_hit for c in done),
-    )
+    totals = Totals.of(completions, wall_s=time.perf_counter() - started)
     result = ChunkedResult(
         value=value,
         confidences=confidences,
@@ -253,32 +227,29 @@ async def amap_chunks(
         "failed": sorted(i for i, c in enumerate(completions) if c is None),
         "unparsed": unparsed,
         "chunk_calls": [c.trace_id if c is not None else None for c in completions],
-        "chunk_latency_s": totals.chunk_latency_s,
+        "latency_s_sum": totals.latency_s_sum,
         "cache_hits": totals.cache_hits,
     }
-    client.tracer.record(
-        kind="parent",
+    row = trace_row(
+        "parent",
+        "error" if failed is not None else "ok",
+        totals=totals,
         call_id=parent_id,
         parent_id=outer_parent,
         run_id=kw.get("run_id"),
         item_id=kw.get("item_id"),
         alias=res.alias,
         model=res.model,
-        status="error" if failed is not None else "ok",
         prompt=probe.messages,
         response=json.dumps(value, default=str),
         params=probe.params,
-        prompt_tokens=totals.prompt_tokens,
-        completion_tokens=totals.completion_tokens,
-        cached_tokens=totals.cached_tokens,
-        cost_usd=totals.cost_usd,
-        latency_s=totals.latency_s,
         cache_hit=bool(done) and totals.cache_hits == len(chunks),
         parse_ok=(not unparsed and failed is None) if schema is not None else None,
         error_type=type(failed).__name__ if failed is not None else None,
         error=_failure_text(completions, failed) if failed is not None else None,
         meta=meta,
     )
+    client.tracer.record(**row)
     if crash is not None:
         raise crash
     if errors and on_error == "raise":
@@ -312,8 +283,6 @@ def map_chunks(
 ) -> ChunkedResult:
     """Blocking `amap_chunks` (runs on the client's own loop; works inside Jupyter too)."""
     if client is None:
-        from .client import default_client
-
         client = default_client()
     result: ChunkedResult = client.run(
         amap_chunks(

@@ -1,7 +1,7 @@
 """The `labkit` command: run a config headless, report, gate a model upgrade, roll back.
 
-Each subcommand is a thin layer over the library (`labkit.deploy`, `labkit.config`,
-`labkit.report`, `labkit.experiment`), so the command line and a notebook do the same thing.
+Each subcommand is a thin layer over the library (`labkit.deploy`, `labkit.monitoring`,
+`labkit.experiments`), so the command line and a notebook do the same thing.
 Errors print one line naming the file/field and the fix, with exit status 2; `gate` exits 0
 when the candidate is promoted (or would be, with --dry-run) and 1 when the current model is
 kept, so CI can branch on it.
@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LabkitError
+from ._version import __version__
+from .artifact import read_config, rollback
+from .client import Client
+from .deploy import gate, load_config
+from .errors import ConfigError, LabkitError
+from .evaluation import evaluator_from_spec
+from .experiments import Experiment, load_dataset
+from .experiments.report import write_report
+from .monitoring import history, monitor
+from .monitoring.sql import parse_duration, parse_time
+from .testing import FakeOpenAIServer
 
 if TYPE_CHECKING:
     from .client import Client
@@ -63,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from . import __version__
 
     parser.add_argument("--version", action="version", version=f"labkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -234,8 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    from .client import Client
-
     return Client(
         registry=args.registry,
         cache_dir=args.cache_dir,
@@ -248,11 +255,6 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .deploy.runtime import load_config
-    from .evaluation.checks import evaluator_from_spec
-    from .experiments.datasets import load_dataset
-    from .experiments.runner import Experiment
-
     out = Path(args.out) if args.out else _default_out(Path(args.config))
     if out.suffix.lower() not in (".parquet", ".csv"):
         print(f"labkit run: error: --out must end in .parquet or .csv, got {out}", file=sys.stderr)
@@ -300,8 +302,6 @@ def _default_out(config: Path) -> Path:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .experiments.report import write_report
-
     src = Path(args.results)
     out = Path(args.out) if args.out else src.with_suffix(".html")
     kwargs: dict[str, Any] = {}
@@ -315,8 +315,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from .deploy.runtime import gate
-
     client = _client(args)
     bar = None if args.no_progress else _Bar("gate")
     try:
@@ -344,9 +342,6 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from .artifact import history, read_config
-    from .errors import ConfigError
-
     versions = history(args.config, traces=args.traces, window=args.window)
     if not versions:
         read_config(args.config)  # a clear error if the file is missing or broken
@@ -383,14 +378,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from .monitoring.watch import monitor
-
     baseline: Any = args.baseline
     if ".." in baseline:
         baseline = tuple(baseline.split("..", 1))
     elif baseline not in ("first", "previous"):
-        from .monitoring.sql import parse_duration, parse_time
-
         if args.since is None:
             print("labkit monitor: error: a duration --baseline needs --since (the baseline is "
                   "the span just before it)", file=sys.stderr)  # fmt: skip
@@ -413,16 +404,12 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .artifact import rollback
-
     cfg = rollback(args.config, to=args.to, note=args.note)
     print(f"restored v{args.to} as v{cfg.version} ({cfg.model}) in {args.config}")
     return 0
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
-    from .testing import FakeOpenAIServer
-
     replies = args.reply or ["Hello from the fake server."]
     server = FakeOpenAIServer(
         reply=replies[0] if len(replies) == 1 else replies,

@@ -20,7 +20,7 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +31,7 @@ from .models import Registry, Resolution
 from .prompts import build_messages
 from .redact import Redactor, add_secret, map_strings, scrub_secrets
 from .resilience import Policy
+from .structured import SchemaLike, json_instructions, parse, response_format
 from .tracing import TraceStore, new_id
 from .types import OUTPUT_PARAMS, Completion, Event, Message, Request, check_params, mend_text
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .backends.base import Backend
-    from .structured.extract import SchemaLike
 
 __all__ = ["CacheMode", "Client", "configure", "default_client"]
 
@@ -238,9 +238,12 @@ class Client:
         run_id: str | None = None,
         item_id: str | None = None,
         parent_id: str | None = None,
+        fallbacks: Sequence[str] | None = None,
         **params: Any,
     ) -> _Prepared:
-        """Validate the arguments and work out the request; no I/O, nothing sent."""
+        """Validate the arguments and work out the request; no I/O, nothing sent.
+        `fallbacks` replaces the registry's fallback chain (a deployed config pins its own;
+        the gate measures a model alone with `fallbacks=[]`)."""
         unknown = set(params) - OUTPUT_PARAMS - TRANSPORT_PARAMS
         if unknown:
             raise InputError(
@@ -258,6 +261,9 @@ class Client:
         if ab_key is None:  # the A/B arm follows the item, else the conversation
             ab_key = item_id or (str(msgs) if model in reg.aliases else "")
         res = reg.resolve(model, profile=profile or self.profile, ab_key=ab_key)
+        if fallbacks is not None:
+            chain = list(dict.fromkeys([res.model, *fallbacks]))
+            res = res.model_copy(update={"chain": chain})
         json_schema = None
         if schema is not None:
             json_schema, instructions = self._schema_parts(schema, confidence)
@@ -295,8 +301,6 @@ class Client:
         memo = self._schema_memo.get((id(schema), confidence))
         if memo is not None and (memo[0] is schema or memo[0] == schema):
             return memo[1], memo[2]
-        from .structured.extract import json_instructions, response_format
-
         parts = (
             response_format(schema, confidence=confidence).get("schema"),
             json_instructions(schema, confidence=confidence),
@@ -630,8 +634,6 @@ def _clean_reply(done: Completion) -> bool:
 
 
 def _parse(text: str, schema: Any) -> Any:
-    from .structured.extract import parse
-
     return parse(text, schema)
 
 

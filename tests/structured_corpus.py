@@ -360,7 +360,7 @@ def collect(out_path: str) -> None:
 
     from llama_cpp import Llama
 
-    from labkit.structured.extract import json_instructions
+    from labkit.structured import json_instructions
 
     gguf = next(p / GGUF for p in map(Path, site.getsitepackages()) if (p / GGUF).exists())
     llm = Llama(model_path=str(gguf), n_ctx=2048, verbose=False)

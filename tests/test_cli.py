@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from frames import make_results
 
-from labkit.artifact import DeployedConfig, history, read_config, save_config
 from labkit.cli import main
 from labkit.client import Client
-from labkit.experiments.results import Results
-from labkit.experiments.runner import Experiment
+from labkit.deploy import DeployedConfig, read_config, save_config
+from labkit.experiments import Experiment, Results
 from labkit.models import Registry
+from labkit.monitoring import history
 from labkit.testing import FakeOpenAIServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ClientFactory
 
 from labkit.cache import Cache, key_for
 from labkit.cli import main
 from labkit.client import Client
 from labkit.errors import DatasetError, InvalidParameter, LabkitError, UnknownModel
-from labkit.experiments.datasets import load_dataset
+from labkit.experiments import Experiment, load_dataset
 from labkit.experiments.report import write_report
-from labkit.experiments.runner import Experiment
 from labkit.models import Registry
 from labkit.testing import FakeBackend, FakeOpenAIServer, Fault, provider_error
 from labkit.tracing import TraceStore
@@ -57,14 +57,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every default path labkit might use lands under tmp_path, so the scans see it all."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def _client(tmp: Path, servers: dict[str, FakeOpenAIServer], attempts: int = 2) -> Client:
-    registry = Registry(
-        models={m: {"api_base": s.url, "api_key_env": KEY_ENV} for m, s in servers.items()},
-        policy={"retry": {"max_attempts": attempts, "base_delay": 0.001}},
-    )
-    return Client(registry=registry, cache_dir=tmp / "cache", traces=tmp / "traces.db")
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -126,7 +118,7 @@ def test_the_cache_stores_json_text_only(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ 2. a key echoed back
 def test_an_echoed_api_key_reaches_no_file_frame_log_or_exception(
-    workdir: Path, key: str, caplog: pytest.LogCaptureFixture
+    client_factory: ClientFactory, workdir: Path, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     echo = "Incorrect API key provided: {api_key}. Authorization: Bearer {api_key}"
     caplog.set_level(logging.DEBUG, logger="labkit")
@@ -134,7 +126,7 @@ def test_an_echoed_api_key_reaches_no_file_frame_log_or_exception(
         FakeOpenAIServer(reply="fine", faults=[Fault(401, message=echo)] * 50) as bad,
         FakeOpenAIServer(reply='{"label": "ok"} (and I saw ' + key + ")") as good,
     ):
-        client = _client(workdir, {MINI: bad, FULL: good})
+        client = client_factory({MINI: bad, FULL: good}, root=workdir, key_env=KEY_ENV)
         with pytest.raises(LabkitError) as raised:
             client.generate("one call", model=MINI, max_tokens=5)
         text = "".join(traceback.format_exception(raised.value))
@@ -177,14 +169,14 @@ WEIRD = "bad \ud800 half and a NUL \x00 here"
 
 
 def test_surrogates_and_nul_in_prompts_replies_and_fields_lose_nothing(
-    workdir: Path, key: str
+    client_factory: ClientFactory, workdir: Path, key: str
 ) -> None:
     def reply(body: dict[str, Any]) -> str:
         return f'{{"label": "ok"}} \ud800 {body["messages"][-1]["content"][-12:]} \x00'
 
     items = [{"id": f"i{i}", "text": f"{WEIRD} {i}", "expected": {"label": "ok"}} for i in range(7)]
     with FakeOpenAIServer(reply=reply) as server:
-        client = _client(workdir, {MINI: server, FULL: server})
+        client = client_factory({MINI: server, FULL: server}, root=workdir, key_env=KEY_ENV)
         prompts = {"plain": "Label: {{text}}", "odd": "\udfff Label \x00 {{text}}"}
         exp = Experiment(
             items, prompts, [MINI, FULL], client=client, schema={"label": str},
@@ -237,9 +229,11 @@ def test_a_row_sqlite_refuses_is_set_aside_and_the_rest_land(tmp_path: Path) -> 
 
 
 # -------------------------------------------------------------------- 4. owner-only files
-def test_traces_cache_and_written_results_are_owner_only(workdir: Path, key: str) -> None:
+def test_traces_cache_and_written_results_are_owner_only(
+    client_factory: ClientFactory, workdir: Path, key: str
+) -> None:
     with FakeOpenAIServer(reply="a reply with a prompt's secrets" + "x" * 40_000) as server:
-        client = _client(workdir, {MINI: server})
+        client = client_factory({MINI: server}, root=workdir, key_env=KEY_ENV)
         exp = Experiment([{"id": "a", "text": "t"}], "Say {{text}}", [MINI], client=client)
         res = exp.run(progress=False)
         assert res.df["error"].isna().all()
@@ -301,10 +295,10 @@ def test_error_rows_of_a_grid_carry_their_trace_id(workdir: Path) -> None:
     ],
 )
 def test_bad_generation_parameters_fail_before_any_request(
-    workdir: Path, key: str, param: str, value: Any, allowed: str
+    client_factory: ClientFactory, workdir: Path, key: str, param: str, value: Any, allowed: str
 ) -> None:
     with FakeOpenAIServer(reply="never") as server:
-        client = _client(workdir, {MINI: server})
+        client = client_factory({MINI: server}, root=workdir, key_env=KEY_ENV)
         with pytest.raises(InvalidParameter) as raised:
             client.generate("hi", model=MINI, **{param: value})
         err = raised.value
@@ -353,7 +347,7 @@ def test_a_non_utf8_dataset_names_file_and_byte_offset(
     assert "UTF-8" in str(raised.value)
 
     cfg = workdir / "cfg.yaml"
-    from labkit.artifact import DeployedConfig, save_config
+    from labkit.deploy import DeployedConfig, save_config
 
     save_config(
         cfg,
@@ -378,7 +372,7 @@ conn.execute("COMMIT")
 
 
 def test_a_second_process_holding_the_write_lock_loses_no_row(
-    workdir: Path, key: str, monkeypatch: pytest.MonkeyPatch
+    client_factory: ClientFactory, workdir: Path, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No trace write runs on the event loop's thread (where it would wait for the lock and
     stall every call in flight), the grid finishes, and every row lands after the release.
@@ -396,7 +390,7 @@ def test_a_second_process_holding_the_write_lock_loses_no_row(
         FakeOpenAIServer(reply='{"label": "ok"}', latency=0.01) as server,
         FakeOpenAIServer(reply="never", fault_rates={"400": 1.0}) as failing,  # error rows too
     ):
-        client = _client(workdir, {MINI: server, FULL: failing})
+        client = client_factory({MINI: server, FULL: failing}, root=workdir, key_env=KEY_ENV)
         client.traces()  # the database exists before the other process locks it
         locker = subprocess.Popen(
             [sys.executable, "-c", LOCKER, str(db), "3"], stdout=subprocess.PIPE, text=True
@@ -451,7 +445,7 @@ def test_a_typo_in_a_hosted_model_id_fails_before_the_run_with_the_nearest_id(
 CHILD = """
 import os, signal, sys
 from labkit.client import Client
-from labkit.experiments.runner import Experiment
+from labkit.experiments import Experiment
 from labkit.models import Registry
 url, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 reg = Registry(models={"MODEL": {"api_base": url, "api_key_env": "KEY_ENV"}})
@@ -468,7 +462,7 @@ exp.run(progress=False)
 
 
 def test_after_sigkill_a_resumed_grid_restores_the_lost_attempt_rows(
-    workdir: Path, key: str
+    client_factory: ClientFactory, workdir: Path, key: str
 ) -> None:
     child = CHILD.replace("MODEL", MINI).replace("KEY_ENV", KEY_ENV)
     with FakeOpenAIServer(reply="fine") as server:
@@ -484,7 +478,7 @@ def test_after_sigkill_a_resumed_grid_restores_the_lost_attempt_rows(
         before.close()
         assert lost < paid  # the window: finished, cached calls without their row
 
-        client = _client(workdir, {MINI: server})
+        client = client_factory({MINI: server}, root=workdir, key_env=KEY_ENV)
         items = [{"id": f"i{i}", "text": str(i)} for i in range(20)]
         exp = Experiment(items, "Say {{text}}", [MINI], client=client, concurrency=1)
         res = exp.run(progress=False)

@@ -5,29 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ClientFactory
 
-from labkit.client import Client
 from labkit.errors import AuthError, BadRequest, RetryExhausted
-from labkit.models import Registry
 from labkit.testing import FakeOpenAIServer, Fault
 
 MODEL = "openai/gpt-4o-mini-2024-07-18"
 
 
-def _client(tmp_path: Path, server: FakeOpenAIServer, **policy: object) -> Client:
-    reg = Registry(
-        models={MODEL: {"api_base": server.url, "api_key_env": "LABKIT_TEST_KEY"}},
-        policy={"retry": {"max_attempts": 3, "base_delay": 0.001, **policy}},
-    )
-    return Client(registry=reg, cache_dir=tmp_path / "c", traces=tmp_path / "t.db")
-
-
-def test_streaming_usage_cost_and_ttft(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streaming_usage_cost_and_ttft(
+    client_factory: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test-0123456789abcdefghij")
     with FakeOpenAIServer(
         reply="Paris is the capital of France.", cached_tokens=4, chunk_delay=0.01, max_lifetime=60
     ) as server:
-        client = _client(tmp_path, server)
+        client = client_factory({MODEL: server}, attempts=3)
         done = client.generate("Capital of France?", model=MODEL, temperature=0)
         assert done.text == "Paris is the capital of France."
         assert done.model == MODEL
@@ -45,12 +38,12 @@ def test_streaming_usage_cost_and_ttft(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_rate_limit_retry_after_is_honoured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client_factory: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test")
     faults = [Fault(429, retry_after=0.05), Fault(503)]
     with FakeOpenAIServer(reply="ok", faults=faults, max_lifetime=60) as server:
-        client = _client(tmp_path, server)
+        client = client_factory({MODEL: server}, attempts=3)
         done = client.generate("hi", model=MODEL)
         assert done.text == "ok" and done.attempts == 3 and server.count == 3
         rows = client.traces(kind="attempt").sort_values("ts")
@@ -66,11 +59,15 @@ def test_rate_limit_retry_after_is_honoured(
     [(Fault(400), BadRequest), (Fault(401), AuthError)],
 )
 def test_non_retryable_errors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Fault, error: type
+    client_factory: ClientFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Fault,
+    error: type,
 ) -> None:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test")
     with FakeOpenAIServer(faults=[fault], max_lifetime=60) as server:
-        client = _client(tmp_path, server)
+        client = client_factory({MODEL: server}, attempts=3)
         with pytest.raises(error):
             client.generate("hi", model=MODEL)
         assert server.count == 1
@@ -79,12 +76,12 @@ def test_non_retryable_errors(
 
 
 def test_malformed_body_and_timeout_are_retried_then_exhausted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client_factory: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test")
     faults = [Fault(kind="malformed"), Fault(kind="timeout"), Fault(kind="malformed")]
     with FakeOpenAIServer(faults=faults, timeout_delay=2.0, max_lifetime=60) as server:
-        client = _client(tmp_path, server)
+        client = client_factory({MODEL: server}, attempts=3)
         with pytest.raises(RetryExhausted) as err:
             client.generate("hi", model=MODEL, timeout=0.5)
         assert err.value.attempts == 3

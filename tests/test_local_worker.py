@@ -19,8 +19,8 @@ from labkit.backends.local import LocalBackend
 from labkit.backends.local_worker import has_amx, running_workers
 from labkit.client import Client
 from labkit.errors import LocalWorkerCrashed, LocalWorkerError, ModelFileError, RetryExhausted
+from labkit.experiments import Experiment
 from labkit.experiments.progress import ProgressState
-from labkit.experiments.runner import Experiment
 from labkit.models import Registry
 
 pytestmark = pytest.mark.local_model

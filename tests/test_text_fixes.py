@@ -12,9 +12,9 @@ import pytest
 
 from labkit.client import Client
 from labkit.errors import ConfigError, LabkitError
-from labkit.evaluation.checks import EvalContext, FieldMatch
+from labkit.evaluation import EvalContext, FieldMatch
 from labkit.models import Registry
-from labkit.structured.extract import parse
+from labkit.structured import parse
 from labkit.testing import FakeBackend, provider_error
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,7 +40,7 @@ def test_field_match_does_not_ask_for_a_schema_that_was_given() -> None:
 
 
 def test_a_config_typo_names_the_typo_and_suggests_the_field(tmp_path: Path) -> None:
-    from labkit.artifact import read_config
+    from labkit.deploy import read_config
 
     path = tmp_path / "bot.yaml"
     path.write_text("name: bot\nprompt: 'Classify: {{text}}'\nmodle: local/smollm2-135m\n")
@@ -149,10 +149,8 @@ def test_history_says_when_rates_are_not_comparable(
             self.watch = None
             self.evidence = {"metric": "success_rate", "value": 0.5, "n": 8 * n, "dataset": dataset}
 
-    import labkit.artifact
-
     versions = [V(2, "export", "review_sentiment"), V(1, "promote", None)]
-    monkeypatch.setattr(labkit.artifact, "history", lambda path, **kw: versions)
+    monkeypatch.setattr(cli, "history", lambda path, **kw: versions)
     assert cli.main(["history", str(tmp_path / "x.yaml")]) == 0
     out = capsys.readouterr().out
     assert "n=16 of review_sentiment" in out and "n=8 of the regression suite" in out

@@ -23,8 +23,8 @@ routes for the caller's tokenizer (a vocab-only model, so tokenizing never waits
 generation), appends an OpenAI `usage` chunk to streamed chat completions (the server streams
 none, and counts estimated by the caller would be wrong), then serves.
 
-`python -m labkit.backends.local_worker --self-check` is `make setup`'s check: one short
-generation in a child process; a crash names the signal, the likely cause and the fix.
+`make setup`'s check of this machinery is `python -m labkit.selfcheck` (it drives the whole
+call path, so it lives above the client, not here).
 """
 
 from __future__ import annotations
@@ -420,70 +420,9 @@ def serve(model: str, n_ctx: int, threads: int, parent: int) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-# ------------------------------------------------------------------------ set-up check
-def self_check() -> int:
-    """One short generation in a child process; on a crash, say why and how to fix it."""
-    from .local import gguf_path
-
-    path = check_model_file(gguf_path())
-    code = (
-        "import llama_cpp, sys\n"
-        "info = llama_cpp.llama_print_system_info().decode()\n"
-        f"print({SYSTEM_INFO!r}, info, flush=True)\n"
-        "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, verbose=False)\n"
-        "out = llm.create_chat_completion(messages=[{'role': 'user', 'content': 'Say hi.'}],"
-        " max_tokens=8, seed=1)\n"
-        "print('generated:', repr(out['choices'][0]['message']['content']), flush=True)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=600
-    )
-    log = (proc.stdout + proc.stderr).strip().splitlines()
-    amx = has_amx(next((line for line in log if line.startswith(SYSTEM_INFO)), ""))
-    if proc.returncode != 0:
-        sig = signal_name(proc.returncode)
-        how = f"was killed by {sig}" if sig else f"exited with status {proc.returncode}"
-        cause = _cause(sig, amx)
-        print(
-            f"labkit set-up check FAILED: a short generation with the local model ({path}) "
-            f"{how}. {cause}\nlast lines:\n  " + "\n  ".join(log[-15:]),
-            file=sys.stderr,
-        )
-        return 1
-    print(f"local model: {path}")
-    print(next((line for line in log if line.startswith("generated:")), "generated: ?"))
-    # The same generation through labkit: the worker process, its server and the transport.
-    import tempfile
-
-    from ..client import Client
-    from ..errors import LabkitError
-    from ..models import Registry
-
-    with tempfile.TemporaryDirectory() as tmp:
-        client = Client(registry=Registry(), cache_dir=None, traces=Path(tmp) / "t.db")
-        try:
-            done = client.generate("Say hi.", model="local/smollm2-135m", max_tokens=8)
-        except LabkitError as exc:
-            print(f"labkit set-up check FAILED: the local model worker: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            client.close()
-            stop_all()
-    print(f"through the worker: {done.text!r} ({done.usage.completion_tokens} tokens)")
-    if amx:
-        print(
-            "warning: this llama.cpp build has an AMX code path, which crashes on some Xeons; "
-            "`make clean-wheels setup` installs the portable build.",
-            file=sys.stderr,
-        )
-    print("labkit set-up check passed")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.backends.local_worker")
     parser.add_argument("--serve", action="store_true")
-    parser.add_argument("--self-check", action="store_true")
     parser.add_argument("--model")
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=1)
@@ -492,8 +431,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.model, args.n_ctx, args.threads, args.parent or os.getppid())
         return 0
-    if args.self_check:
-        return self_check()
     parser.print_help()
     return 2
 

@@ -7,12 +7,12 @@ that failed to parse, or whose confidence is below `review_below`, is flagged fo
 
 `gate` runs the config's regression suite on the current and a candidate pinned model (same
 call path, cached, no fallbacks standing in), scores both with the config's evaluators, and
-compares them item by item with `labkit.stats.noninferiority`: an exact unconditional test
+compares them item by item with `labkit.experiments.stats.noninferiority`: an exact unconditional test
 ordered by Tango's score, whose false-promotion rate is <= alpha at every suite size (the
 percentile bootstrap it replaces promoted up to 10% of truly worse candidates at 50 items). The
 candidate is promoted only if non-inferior: p <= alpha, i.e. the one-sided (1 - alpha) lower
 bound of (candidate - current) lies above -margin. A promotion is a new version of the file,
-so `labkit.config.rollback` undoes it.
+so `labkit.rollback` undoes it.
 
 (The module is not called `gate` so that `labkit.gate`, the function, cannot be shadowed by
 a submodule of the same name.)
@@ -21,33 +21,35 @@ a submodule of the same name.)
 from __future__ import annotations
 
 import asyncio
-import difflib
 import hashlib
 import json
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._version import __version__
 from ..artifact import (
     DeployedConfig,
     Evidence,
     SuiteItem,
-    locate,
+    check_models,
     now_utc,
     read_config,
     save_config,
 )
-from ..errors import ConfigError, InputError, UnknownModel
+from ..client import default_client
+from ..errors import ConfigError, InputError
+from ..evaluation import FieldMatch, evaluator_from_spec, run_cell
+from ..trace_rows import trace_row
 from ..types import Completion
 
 if TYPE_CHECKING:
     from ..client import CacheMode, Client
-    from ..evaluation.checks import Evaluator
+    from ..evaluation import Evaluator
 
-__all__ = ["Deployed", "GateVerdict", "Output", "call", "check_models", "gate", "load_config"]
+__all__ = ["Deployed", "GateVerdict", "Output", "call", "gate", "load_config"]
 
 
 # ----------------------------------------------------------------------------- running
@@ -98,8 +100,6 @@ class Deployed:
 
     @property
     def client(self) -> Client:
-        from ..client import default_client
-
         return self._client or default_client()
 
     def run(
@@ -179,28 +179,37 @@ async def call(
     run_id: str | None = None,
     item_id: str | None = None,
 ) -> Completion:
-    """One generation for `cfg` through the client's call path (prepare, cache, policy, trace).
+    """One generation for `cfg` through `Client.agenerate` (cache, policy, trace).
 
     `model`/`fallbacks` override the config's (the gate measures a model alone, with no
     fallbacks standing in for it).
     """
-    p = c.prepare(
-        template=cfg.prompt,
-        variables=dict(inputs),
-        system=cfg.system,
-        model=model or cfg.model,
-        schema=cfg.output_schema,
-        confidence=cfg.confidence.requested,
-        run_id=run_id,
-        item_id=item_id,
-        **cfg.params,
-    )
-    chain = [p.resolution.model, *(cfg.fallbacks if fallbacks is None else fallbacks)]
-    p.resolution = p.resolution.model_copy(update={"chain": list(dict.fromkeys(chain))})
-    if cache == "use" and (hit := c.lookup(p)) is not None:
-        return hit
-    done: Completion = await asyncio.wrap_future(c.submit(c.execute(p, cache)))
+    args = _generate_args(cfg, inputs, model, fallbacks, run_id, item_id)
+    done: Completion = await c.agenerate(cache=cache, **args)
     return done
+
+
+def _generate_args(
+    cfg: DeployedConfig,
+    inputs: Mapping[str, Any],
+    model: str | None,
+    fallbacks: Sequence[str] | None,
+    run_id: str | None,
+    item_id: str | None,
+) -> dict[str, Any]:
+    """The `Client.agenerate` arguments of one call of `cfg` (the call and the gate share them)."""
+    return {
+        "template": cfg.prompt,
+        "variables": dict(inputs),
+        "system": cfg.system,
+        "model": model or cfg.model,
+        "fallbacks": cfg.fallbacks if fallbacks is None else fallbacks,
+        "schema": cfg.output_schema,
+        "confidence": cfg.confidence.requested,
+        "run_id": run_id,
+        "item_id": item_id,
+        **cfg.params,
+    }
 
 
 def to_output(cfg: DeployedConfig, done: Completion) -> Output:
@@ -239,38 +248,6 @@ def load_config(path: str | Path, *, client: Client | None = None) -> Deployed:
     return Deployed(cfg, client=client, path=p)
 
 
-def check_models(cfg: DeployedConfig, client: Client | None, p: Path | str) -> None:
-    """Model and fallbacks must be known pinned ids (aliases are resolved at export time)."""
-    from ..client import default_client
-    from ..models import UnpinnedModelWarning
-
-    reg = (client or default_client()).registry
-    text = Path(p).read_text(encoding="utf-8") if Path(p).exists() else ""
-    for loc, name in [
-        (("model",), cfg.model),
-        *((("fallbacks", i), m) for i, m in enumerate(cfg.fallbacks)),
-    ]:
-        where = locate(p, text, loc)
-        if name in reg.aliases:
-            raise ConfigError(
-                f"{name!r} is an alias; a deployed config pins a model id. Use "
-                f"{reg.resolve(name).model!r} (what it resolves to now)",
-                where=where,
-            )
-        if not reg.is_model(name):
-            err = UnknownModel(name, difflib.get_close_matches(name, reg.names(), n=3, cutoff=0.5))
-            err.where = where
-            err.args = (f"{where}: {err.args[0]}",)
-            raise err
-        if not reg.info(name).pinned:
-            warnings.warn(
-                f"{where}: {name!r} is a floating model name; pin a dated version so a provider "
-                "update cannot change the outputs under you",
-                UnpinnedModelWarning,
-                stacklevel=3,
-            )
-
-
 # ----------------------------------------------------------------------------- the gate
 
 
@@ -306,7 +283,7 @@ class GateVerdict:
     promoted_version: int | None = None
     """The version written by a promotion."""
     method: str = ""
-    """The test the decision was made with (`labkit.stats.noninferiority`)."""
+    """The test the decision was made with (`labkit.experiments.stats.noninferiority`)."""
 
     @property
     def promoted(self) -> bool:
@@ -356,15 +333,13 @@ def gate(
 
     Both models answer every suite item through the same call path (cached, traced, no
     fallbacks standing in), the config's evaluators score the answers, and
-    `labkit.stats.noninferiority` (exact, size <= alpha at any suite size) tests "candidate
+    `labkit.experiments.stats.noninferiority` (exact, size <= alpha at any suite size) tests "candidate
     worse by margin or more". Rejected: the verdict is "promote" and, with `promote=True`, a
     new version with the candidate model is written (its evidence is the gate's); otherwise
     "keep" and nothing is written. `n_boot` and `seed` only matter for non-binary outcomes.
     """
     c = client
     if c is None:
-        from ..client import default_client
-
         c = default_client()
     p = Path(path)
     cfg = read_config(p)
@@ -431,8 +406,6 @@ async def _run_suite(
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """model -> item id -> {passed, value, error}; every item gets an outcome."""
-    from ..evaluation.checks import EvalContext, FieldMatch, evaluator_from_spec, run_evaluators
-
     evaluators: list[Evaluator] = []
     for i, spec in enumerate(cfg.evaluators):
         try:
@@ -447,9 +420,13 @@ async def _run_suite(
 
     async def one(model: str, item: SuiteItem) -> None:
         nonlocal done_count
+        row = {"id": item.id, **item.inputs, "expected": item.expected}
         try:
-            done = await call(
-                c, cfg, item.inputs, model=model, fallbacks=[], run_id=run_id, item_id=item.id
+            got = await run_cell(
+                c,
+                evaluators,
+                row,
+                **_generate_args(cfg, item.inputs, model, [], run_id, item.id),
             )
         except Exception as exc:
             out[model][item.id] = {
@@ -458,14 +435,11 @@ async def _run_suite(
                 "error": f"{type(exc).__name__}: {exc}",
             }
         else:
-            row = {"id": item.id, **item.inputs, "expected": item.expected}
-            ctx = EvalContext.from_completion(done, row, client=c)
-            scores = await run_evaluators(evaluators, ctx)
-            passed = bool(scores) and all(s.passed and s.error is None for s in scores)
+            done = got.completion
             value = done.value if done.parsed is not None else done.text
-            reasons = "; ".join(s.reason for s in scores if not s.passed and s.reason)
+            reasons = "; ".join(s.reason for s in got.scores if not s.passed and s.reason)
             out[model][item.id] = {
-                "passed": passed,
+                "passed": got.passed,
                 "value": value,
                 "error": None,
                 "reason": reasons,
@@ -488,6 +462,7 @@ def _verdict(
     seed: int,
     run_id: str,
 ) -> GateVerdict:
+    # Lazy: production imports labkit.deploy without pandas; only a gate run needs the stats.
     import pandas as pd
 
     from ..experiments import stats
@@ -552,8 +527,7 @@ def _verdict(
 
 
 def _gate_evidence(cfg: DeployedConfig, v: GateVerdict) -> Evidence:
-    from .. import __version__
-    from ..experiments import stats
+    from ..experiments import stats  # lazy: see _verdict (deploy imports without pandas)
 
     k = round(v.candidate_rate * v.n)
     low, high = stats.wilson_interval(k, v.n)
@@ -590,16 +564,14 @@ def _gate_evidence(cfg: DeployedConfig, v: GateVerdict) -> Evidence:
 def _trace(c: Client, v: GateVerdict) -> None:
     """One parent trace row per gate run, so the trace browser lists it beside experiments."""
     try:
-        from ..tracing import new_id
-
-        c.tracer.record(
-            kind="parent",
-            call_id=new_id(),
+        row = trace_row(
+            "parent",
+            "ok",
             run_id=v.run_id,
-            status="ok",
             event="gate",
             meta={k: val for k, val in v.to_dict().items() if k != "disagreements"},
         )
+        c.tracer.record(**row)
     except Exception:  # the trace store never fails a gate
         pass
 

@@ -1,4 +1,4 @@
-"""Evaluators and the evaluate-then-refine loop.
+"""Evaluators: checks that look at one reply and say how good it is.
 
 An evaluator looks at one reply (an `EvalContext`: raw text, parsed value, the dataset row, the
 completion) and returns a `Score`: a value in 0-1, passed or not, a reason a person (or the
@@ -6,22 +6,19 @@ next prompt) can act on, and `error` when the evaluator itself could not judge. 
 never raise through `run_evaluators`: a crash is a Score with `error` set, so one broken check
 cannot sink a grid run.
 
-Built-ins, each round-tripping through `spec()` / `evaluator_from_spec` (exported configs):
+Built-ins, each round-tripping through `spec()` / `evaluator_from_spec` (specs.py):
 
-    ExactMatch        reply (or one field) equals the expected answer
-    FieldMatch        parsed value vs the row's `expected` dict, field by field
-    InEnum            a field (or the reply) is one of a fixed set of values
-    Regex             a field (or the reply) matches a pattern
-    NumericTolerance  a numeric field is within a tolerance of the expected number
-    SchemaValid       the structured reply parsed and validated against its schema
-    ConfidenceAbove   the model's self-reported confidence reaches a threshold
-    Callable          any Python function of the context (also via the `@evaluator` decorator)
-    LLMJudge          a rubric answered by a judge model as JSON (labkit/judge.py)
+    ExactMatch         reply (or one field) equals the expected answer
+    FieldMatch         parsed value vs the row's `expected` dict, field by field
+    InEnum             a field (or the reply) is one of a fixed set of values
+    Regex              a field (or the reply) matches a pattern
+    NumericTolerance   a numeric field is within a tolerance of the expected number
+    SchemaValid        the structured reply parsed and validated against its schema
+    ConfidenceAbove    the model's self-reported confidence reaches a threshold
+    FunctionEvaluator  any Python function of the context (also via the `@evaluator` decorator)
+    LLMJudge           a rubric answered by a judge model as JSON (judge.py)
 
-`agenerate_with_evaluation` (in judge.py with the LLM judge: the parts that call models, loaded
-lazily from here) runs generate -> evaluate -> refine with the evaluators' feedback ->
-try again, keeps the best attempt, and sums tokens, cost and latency over every attempt, failed
-ones included, so the price of the lift is on the same page as the lift.
+The evaluate-then-refine loop that feeds these scores back to the model is in refine.py.
 
 Oracle warning: evaluators that read ground truth (FieldMatch, ExactMatch/NumericTolerance
 against `item["expected"]`, a judge with `include_reference=True`) quote the right answer in
@@ -44,94 +41,32 @@ from typing import TYPE_CHECKING, Any, ClassVar, overload
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
+from ..structured import Parsed, parse
 from ..types import Completion
+from ..usage import Totals
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..structured.extract import Parsed
-    from .judge import (
-        ATTEMPT_SAMPLE_STRIDE,
-        Attempt,
-        EvalLoopResult,
-        LLMJudge,
-        agenerate_with_evaluation,
-        default_refine,
-        generate_with_evaluation,
-    )
 
 __all__ = [
-    "ATTEMPT_SAMPLE_STRIDE",
-    "Attempt",
-    "Callable",
     "ConfidenceAbove",
     "EvalContext",
-    "EvalLoopResult",
     "Evaluator",
     "ExactMatch",
     "FieldMatch",
+    "FunctionEvaluator",
     "InEnum",
-    "LLMJudge",
     "NumericTolerance",
     "Regex",
     "SchemaValid",
     "Score",
-    "Totals",
-    "agenerate_with_evaluation",
     "combine",
-    "default_refine",
     "evaluator",
-    "evaluator_from_spec",
-    "generate_with_evaluation",
     "run_evaluators",
 ]
 
 
 # ---------------------------------------------------------------------------- results
-class Totals(BaseModel):
-    """Tokens, cost and time summed over calls (cache hits count their original figures)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt_tokens: int = 0
-    """Input tokens (a failed call reports none: the provider gave no usage)."""
-    completion_tokens: int = 0
-    """Output tokens."""
-    cached_tokens: int = 0
-    """Input tokens served from the provider's prompt cache."""
-    cost_usd: float = 0.0
-    """Price from the registry / litellm price map; 0 for the local model."""
-    latency_s: float = 0.0
-    """Sum of per-call latency (a failed call: its wall time), as if run one after another."""
-    n_calls: int = 0
-    """Generate calls made, failed ones included."""
-    cache_hits: int = 0
-    """Calls answered from labkit's cache: they cost nothing this time, but are counted above
-    with their original figures, so a re-run reports what the answer cost to make."""
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, completion: Completion | None, *, latency_s: float = 0.0) -> None:
-        """Count one call: its completion, or (failed call) only the time it took."""
-        self.n_calls += 1
-        if completion is None:
-            self.latency_s += latency_s
-            return
-        self.prompt_tokens += completion.usage.prompt_tokens
-        self.completion_tokens += completion.usage.completion_tokens
-        self.cached_tokens += completion.usage.cached_tokens
-        self.cost_usd += completion.cost_usd
-        self.latency_s += completion.latency_s
-        self.cache_hits += int(completion.cache_hit)
-
-    def __add__(self, other: Totals) -> Totals:
-        data = self.model_dump()
-        for key, value in other.model_dump().items():
-            data[key] += value
-        return Totals(**data)
-
-
 class Score(BaseModel):
     """One evaluator's verdict on one reply."""
 
@@ -232,34 +167,6 @@ class Evaluator:
 
     def failed(self, error: str, reason: str = "") -> Score:
         return Score(evaluator=self.name, value=0.0, passed=False, reason=reason, error=error)
-
-
-def evaluator_from_spec(spec: Mapping[str, Any]) -> Evaluator:
-    """Build an evaluator from its `spec()` dict; ConfigError names an unknown type or key."""
-    from . import judge  # noqa: F401  (registers "llm_judge")
-
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise ConfigError(f"an evaluator spec is a mapping with a 'type' key, got {spec!r}")
-    kind = str(spec["type"])
-    cls = Evaluator._types.get(kind)
-    if cls is None:
-        raise ConfigError(
-            f"unknown evaluator type {kind!r}; known types: {', '.join(sorted(Evaluator._types))}"
-        )
-    args = {k: v for k, v in spec.items() if k != "type"}
-    if cls is Callable:
-        return Callable.from_ref(args)
-    params = inspect.signature(cls.__init__).parameters
-    unknown = sorted(set(args) - set(params) - {"self"})
-    if unknown:
-        allowed = sorted(p for p in params if p != "self")
-        raise ConfigError(
-            f"evaluator {kind!r}: unknown key(s) {unknown}; allowed: {allowed}", where="evaluator"
-        )
-    try:
-        return cls(**args)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"evaluator {kind!r}: {exc}", where="evaluator") from exc
 
 
 async def run_evaluators(evaluators: Sequence[Evaluator], ctx: EvalContext) -> list[Score]:
@@ -596,8 +503,6 @@ class SchemaValid(Evaluator):
     def evaluate(self, ctx: EvalContext) -> Score:
         parsed = ctx.parsed
         if self.schema is not None:
-            from ..structured.extract import parse
-
             parsed = parse(ctx.text, self.schema)
         if parsed is None:
             return self.failed(
@@ -668,7 +573,7 @@ class ConfidenceAbove(Evaluator):
         )
 
 
-class Callable(Evaluator):
+class FunctionEvaluator(Evaluator):
     """Any function of the context, sync or async. It may return a `Score`, a bool, a number in
     0-1 (passed when >= `threshold`) or a `(bool | number, reason)` pair."""
 
@@ -762,45 +667,22 @@ def _import_ref(ref: str) -> Any:
 
 
 @overload
-def evaluator(fn: cabc.Callable[[EvalContext], Any], /) -> Callable: ...
+def evaluator(fn: cabc.Callable[[EvalContext], Any], /) -> FunctionEvaluator: ...
 @overload
 def evaluator(
     *, name: str | None = None, threshold: float = 0.5
-) -> cabc.Callable[[cabc.Callable[[EvalContext], Any]], Callable]: ...
+) -> cabc.Callable[[cabc.Callable[[EvalContext], Any]], FunctionEvaluator]: ...
 def evaluator(
     fn: cabc.Callable[[EvalContext], Any] | None = None,
     /,
     *,
     name: str | None = None,
     threshold: float = 0.5,
-) -> Callable | cabc.Callable[[cabc.Callable[[EvalContext], Any]], Callable]:
+) -> FunctionEvaluator | cabc.Callable[[cabc.Callable[[EvalContext], Any]], FunctionEvaluator]:
     """Turn a function of the context into an evaluator: `@evaluator` or
     `@evaluator(name=..., threshold=...)`. Defined at module top level, it exports by reference."""
 
-    def wrap(f: cabc.Callable[[EvalContext], Any]) -> Callable:
-        return Callable(f, name=name, threshold=threshold)
+    def wrap(f: cabc.Callable[[EvalContext], Any]) -> FunctionEvaluator:
+        return FunctionEvaluator(f, name=name, threshold=threshold)
 
     return wrap(fn) if fn is not None else wrap
-
-
-_LAZY = frozenset(
-    {
-        "ATTEMPT_SAMPLE_STRIDE",
-        "Attempt",
-        "EvalLoopResult",
-        "LLMJudge",
-        "agenerate_with_evaluation",
-        "default_refine",
-        "generate_with_evaluation",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    # The judge and the loop live in judge.py, which imports this module; loading them lazily
-    # keeps either import order working.
-    if name in _LAZY:
-        from . import judge
-
-        return getattr(judge, name)
-    raise AttributeError(f"module 'labkit.evaluation' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""Helpers shared by `labkit.stats` and `labkit.calibration`: column checks and vectorised
-group arithmetic over the results frame (the contract in the `labkit.stats` docstring)."""
+"""Helpers shared by `labkit.experiments.stats` and `labkit.experiments.calibration`: column checks and vectorised
+group arithmetic over the results frame (the contract in the `labkit.experiments.stats` docstring)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _check(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     if len(df) == 0:
         return df.reindex(columns=[*df.columns, *missing])
     raise ValueError(
-        f"results frame lacks column(s) {missing}; the contract is in the labkit.stats docstring"
+        f"results frame lacks column(s) {missing}; the contract is in the labkit.experiments.stats docstring"
     )
 
 

@@ -1,7 +1,7 @@
 """Paired non-inferiority: the decision `labkit.gate` promotes a model upgrade with.
 
-Re-exported by `labkit.stats`; the numerical kernels (Tango's statistic, the exact
-unconditional p-value and its inverted bound) are in `labkit._paired`.
+Re-exported by `labkit.experiments.stats`; the numerical kernels (Tango's statistic, the exact
+unconditional p-value and its inverted bound) are in `labkit.experiments._paired`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Score and exact methods for paired binary outcomes (the kernels behind `labkit.stats`).
+"""Score and exact methods for paired binary outcomes (the kernels behind `labkit.experiments.stats`).
 
 Notation: n items, each answered by two variants; ``b`` items only the first passed, ``c``
 items only the second passed; the difference in pass rate is ``delta = (b - c) / n`` in the
@@ -16,7 +16,7 @@ sample and ``q - r`` in the population (``q``, ``r`` the two discordant cell pro
   promotions at n = 10-200 (5.7% at n = 200, margin 0.1, when the candidate never wins an
   item alone) by exact enumeration; the supremum makes the size <= alpha by construction,
   at a power cost of 0-4 points (measured at delta = 0, n = 10-200).
-* Exact power by enumeration (`power`), for `labkit.stats.sample_size`.
+* Exact power by enumeration (`power`), for `labkit.experiments.stats.sample_size`.
 
 numpy/scipy only (scipy's regularised incomplete beta gives binomial tails without a loop).
 """

@@ -1,9 +1,9 @@
 """Calibration: how far a model's self-reported confidence deserves to be trusted.
 
-Functions of the results frame (the contract in the `labkit.stats` docstring), per group:
+Functions of the results frame (the contract in the `labkit.experiments.stats` docstring), per group:
 reliability-diagram data, expected calibration error, Brier score, and the coverage-vs-accuracy
 curve from which `choose_threshold` picks the "send to human review below X" cut-off.
-`labkit.stats` re-exports everything here.
+`labkit.experiments.stats` re-exports everything here.
 """
 
 from __future__ import annotations

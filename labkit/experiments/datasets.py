@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError
 from ..prompts import template_variables
 from ..redact import map_strings
 from ..types import mend_text
@@ -614,3 +614,28 @@ def _suggest(word: str, choices: list[str], n: int) -> list[str]:
 def _some(items: list[str]) -> str:
     shown = ", ".join(items[:_SHOW])
     return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
+
+
+def run_records(results: Any) -> list[dict[str, Any]]:
+    """Dataset rows of the run: from the experiment, else reloaded and fingerprint-checked."""
+    experiment = getattr(results, "experiment", None)
+    if experiment is not None:
+        return list(experiment.dataset.records())
+    info = (getattr(results, "meta", None) or {}).get("dataset") or {}
+    source = info.get("path") or (info.get("name") if info.get("name") in list_datasets() else None)
+    if not source:
+        raise ConfigError(
+            "these results were read from a file and their dataset was not a file labkit can "
+            "reload (it came from a DataFrame or a list); export from the Results the "
+            "Experiment returned, or run on a .jsonl/.csv dataset",
+            where="export_config",
+        )
+
+    ds = load_dataset(source)
+    if info.get("fingerprint") and ds.fingerprint != info["fingerprint"]:
+        raise ConfigError(
+            f"dataset {source!r} has changed since the run (fingerprint differs); the suite and "
+            "evidence would not match. Export from the Results of a fresh run",
+            where="export_config",
+        )
+    return list(ds.records())

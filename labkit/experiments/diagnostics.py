@@ -26,7 +26,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html import escape
 from typing import TYPE_CHECKING, Any
+
+from ..errors import LabkitError
+from .datasets import run_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,14 +110,10 @@ def dataset_records(results: Any) -> dict[str, dict[str, Any]]:
     From the Experiment that made `results`, else the dataset reloaded from the run's `meta`
     (fingerprint-checked); a bare frame has none.
     """
-    from ..errors import LabkitError
-
     if not hasattr(results, "df") or not getattr(results, "meta", None):
         return {}
-    from .export import _records
-
     try:
-        records = _records(results)
+        records = run_records(results)
     except (LabkitError, OSError):
         return {}
     return {str(r["id"]): dict(r) for r in records}
@@ -209,18 +209,16 @@ class FailureModes:
         )
 
     def _repr_html_(self) -> str:
-        from ..widgets._common import esc
-
         parts = ["<div style='font-size:12px'>"]
         for r in self.table.to_dict("records"):
             base = (
-                f" · baseline {r['baseline']:.0%} (always {esc(r['baseline_answer'])})"
+                f" · baseline {r['baseline']:.0%} (always {escape(str(r['baseline_answer']))})"
                 if r["baseline"] == r["baseline"]
                 else ""
             )
             rate = f"{r['rate']:.0%}" if r["rate"] == r["rate"] else "n/a"
-            parts.append(f"<b>{esc(r['variant'])}</b>: success {rate}{base}")
-            parts += [f"<br>&nbsp;&nbsp;⚠ {esc(w)}" for w in r["warnings"]]
+            parts.append(f"<b>{escape(str(r['variant']))}</b>: success {rate}{base}")
+            parts += [f"<br>&nbsp;&nbsp;⚠ {escape(str(w))}" for w in r["warnings"]]
             parts.append("<br>")
         return "".join(parts) + "</div>"
 
@@ -239,7 +237,7 @@ def failure_modes(
     """
     import pandas as pd
 
-    from ..structured.instructions import copies_example
+    from ..structured import copies_example
     from . import stats
 
     df: pd.DataFrame = getattr(results, "df", results)

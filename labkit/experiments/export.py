@@ -1,10 +1,10 @@
 """From experiment to config file: pick the winner, export it with its suite and evidence.
 
-`best_variant` ranks the variants of a results frame on one metric (a column of
-`Results.summary`, i.e. `labkit.stats`) among those meeting every constraint; ties go to the
+`choose_winner` ranks the variants of a Results on one metric (a column of
+`Results.summary`, i.e. `labkit.experiments.stats`) among those meeting every constraint; ties go to the
 cheaper one, and when none qualifies the error lists each variant and why it failed.
 `export_config` writes the winner (or a named variant) as the next version of a config file
-(`labkit.config`): the prompt, the pinned model that answered, params without credentials,
+(`labkit.artifact`): the prompt, the pinned model that answered, params without credentials,
 the JSON Schema, a confidence threshold from `stats.choose_threshold`, the evaluators, a
 regression suite spread over the labelled items, and the evidence it won with.
 """
@@ -19,26 +19,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..artifact import (
     ConfidencePolicy,
     DeployedConfig,
     Evidence,
     SuiteItem,
+    check_models,
     is_secret_name,
     now_utc,
     save_config,
 )
+from ..client import default_client
 from ..errors import ConfigError, DegenerateVariant, InputError
+from ..evaluation import evaluator_from_spec
 from ..types import OUTPUT_PARAMS
+from . import stats
+from .datasets import run_records
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..client import Client
-    from ..evaluation.checks import Evaluator
+    from ..evaluation import Evaluator
     from .results import Results
 
-__all__ = ["Winner", "best_variant", "export_config"]
+__all__ = ["Winner", "choose_winner", "export_config"]
 
 # Metric name -> summary column; and which direction is better.
 _ALIASES = {"success_rate": "rate", "success": "rate", "score": "score_mean"}
@@ -92,23 +98,21 @@ def _frame_of(results: Results | pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _summary(results: Results | pd.DataFrame) -> pd.DataFrame:
-    from .results import Results as _Results
-
-    res = results if isinstance(results, _Results) else _Results(_frame_of(results))
-    table = res.summary()
+def _summary(results: Results) -> pd.DataFrame:
+    table = results.summary()
     table["error_rate"] = table["errors"] / table["n"].where(table["n"] > 0)
     return table
 
 
-def best_variant(
-    results: Results | pd.DataFrame,
+def choose_winner(
+    results: Results,
     metric: str = "success_rate",
     constraints: Mapping[str, Any] | None = None,
     *,
     allow_degenerate: bool = False,
 ) -> Winner:
-    """The best variant on `metric` among those meeting `constraints`; ties -> lower cost.
+    """The best variant of `results` (a Results: `results.best` and `results.best_variant` call
+    this) on `metric` among those meeting `constraints`; ties -> lower cost.
 
     `metric` is a column of `Results.summary` ("success_rate", "score", "parse_rate",
     "ci_low" for the most assured rate, "cost_per_success", "latency_p95", ...); cost, latency
@@ -117,7 +121,7 @@ def best_variant(
     unknown (NaN: no successes to divide by) fails a constraint on it. When no variant
     qualifies, ConfigError lists every variant and the constraints it failed.
 
-    A degenerate variant (`labkit.diagnostics`: predictions collapsed to one value, no lift
+    A degenerate variant (`diagnostics.py`: predictions collapsed to one value, no lift
     over the majority-class baseline, replies copying the format example) is not eligible
     unless `allow_degenerate=True`; if that leaves none, DegenerateVariant says why.
     """
@@ -149,10 +153,7 @@ def best_variant(
                 why[i].append(f"{name} {value:.4g} > max {bound['max']}")
     degenerate: dict[str, list[str]] = {}
     if not allow_degenerate:
-        from .diagnostics import failure_modes
-
-        modes = results.failure_modes() if hasattr(results, "failure_modes") else None
-        modes = modes or failure_modes(results)
+        modes = results.failure_modes()
         for i, v in enumerate(table["variant"]):
             if reasons := modes.reasons(str(v)):
                 degenerate[str(v)] = reasons
@@ -171,7 +172,7 @@ def best_variant(
             raise DegenerateVariant(
                 f"no variant can be picked as the winner:\n{lines}\n"
                 "A degenerate variant's success rate is not skill; fix the prompt (see "
-                "labkit.diagnostics.failure_modes), or pass allow_degenerate=True to pick "
+                "Results.failure_modes()), or pass allow_degenerate=True to pick "
                 "one anyway.",
                 degenerate,
             )
@@ -215,11 +216,11 @@ def export_config(
     allow_degenerate: bool = False,
     client: Client | None = None,
 ) -> Path:
-    """Write `variant` (default: `best_variant(results, metric, constraints)`) as a config file.
+    """Write `variant` (default: `choose_winner(results, metric, constraints)`) as a config file.
 
     The model is the pinned id that answered (an alias is resolved; a floating name is refused
     unless `allow_unpinned`; a degenerate best variant unless `allow_degenerate`).
-    `review_below` defaults to `labkit.stats.choose_threshold` at `target_accuracy` when the
+    `review_below` defaults to `labkit.experiments.stats.choose_threshold` at `target_accuracy` when the
     variant reported confidences. The suite is `suite_size` labelled items, spread over the
     expected labels. If `path` exists, its content stays in the history and this becomes the
     next version. Credentials are never written.
@@ -234,7 +235,7 @@ def export_config(
     df = _frame_of(results)
     table = _summary(results)
     if variant is None:
-        win = best_variant(results, metric, constraints, allow_degenerate=allow_degenerate)
+        win = choose_winner(results, metric, constraints, allow_degenerate=allow_degenerate)
     else:
         if variant not in set(table["variant"]):
             raise InputError(f"unknown variant {variant!r}; have {list(table['variant'])}")
@@ -242,8 +243,6 @@ def export_config(
     experiment = getattr(results, "experiment", None)
     c = client or getattr(experiment, "client", None)
     if c is None:
-        from ..client import default_client
-
         c = default_client()
     rows = df[df["variant"] == win.variant]
     model = _pinned_model(c, win.model, rows, allow_unpinned)
@@ -270,8 +269,6 @@ def export_config(
         }
     )
     p = Path(path)
-    from ..deploy.runtime import check_models
-
     check_models(cfg, c, "<export>")
     save_config(p, cfg, action="export", note=note, author=author)
     return p
@@ -362,8 +359,6 @@ def _evaluator_specs(
     recorded: Sequence[Mapping[str, Any]], given: Sequence[Any] | None
 ) -> list[dict[str, Any]]:
     """Specs that `evaluator_from_spec` can rebuild; refuse ones it cannot (the gate needs them)."""
-    from ..evaluation.checks import evaluator_from_spec
-
     items = list(given) if given is not None else list(recorded)
     specs = [dict(x) if isinstance(x, Mapping) else x.spec() for x in items]
     for i, spec in enumerate(specs):
@@ -391,7 +386,6 @@ def _confidence(
         return ConfidencePolicy(requested=requested, review_below=review_below)
     if rows["confidence"].notna().sum() == 0:
         return ConfidencePolicy(requested=requested)
-    from . import stats
 
     pick = stats.choose_threshold(rows, target_accuracy=target).iloc[0]
     if not bool(pick["met"]):
@@ -422,7 +416,7 @@ def _suite(results: Results, variant: str, size: int, schema: Any) -> list[Suite
     """
     if size < 0:
         raise InputError(f"suite_size must be >= 0, got {size}")
-    records = _records(results)
+    records = run_records(results)
     answered = set(results.df.loc[results.df["variant"] == variant, "item_id"].astype(str))
     props = _props(schema)
     dropped: set[str] = set()
@@ -469,33 +463,6 @@ def _suite(results: Results, variant: str, size: int, schema: Any) -> list[Suite
     return sorted(picked, key=lambda i: order[i.id])
 
 
-def _records(results: Results) -> list[dict[str, Any]]:
-    """Dataset rows of the run: from the experiment, else reloaded and fingerprint-checked."""
-    experiment = getattr(results, "experiment", None)
-    if experiment is not None:
-        return list(experiment.dataset.records())
-    from .datasets import list_datasets, load_dataset
-
-    info = (getattr(results, "meta", None) or {}).get("dataset") or {}
-    source = info.get("path") or (info.get("name") if info.get("name") in list_datasets() else None)
-    if not source:
-        raise ConfigError(
-            "these results were read from a file and their dataset was not a file labkit can "
-            "reload (it came from a DataFrame or a list); export from the Results the "
-            "Experiment returned, or run on a .jsonl/.csv dataset",
-            where="export_config",
-        )
-
-    ds = load_dataset(source)
-    if info.get("fingerprint") and ds.fingerprint != info["fingerprint"]:
-        raise ConfigError(
-            f"dataset {source!r} has changed since the run (fingerprint differs); the suite and "
-            "evidence would not match. Export from the Results of a fresh run",
-            where="export_config",
-        )
-    return list(ds.records())
-
-
 def _props(schema: Any) -> set[str] | None:
     if isinstance(schema, Mapping) and isinstance(schema.get("properties"), Mapping):
         return {str(k) for k in schema["properties"]}
@@ -509,9 +476,6 @@ def _evidence(
     meta: Mapping[str, Any],
     constraints: Mapping[str, Any] | None,
 ) -> Evidence:
-    from .. import __version__
-    from . import stats
-
     col = _column(win.metric)
     others = []
     # Winner vs each other variant; with several, Holm-adjusted p and matching intervals too.

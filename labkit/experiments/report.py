@@ -1,10 +1,10 @@
 """A self-contained HTML report of a results frame.
 
 The report is one file that opens offline: plotly.js is inlined once in the head and every
-chart of `labkit.plots.all_charts` is a `<div>` drawn by a small script, beside the summary
-tables (`labkit.stats`) the charts are built from. Nothing is fetched from the network, so
+chart of `labkit.experiments.plots.all_charts` is a `<div>` drawn by a small script, beside the summary
+tables (`labkit.experiments.stats`) the charts are built from. Nothing is fetched from the network, so
 the report can be mailed, archived or attached to a ticket and still work. Results files
-(`Results.to_parquet` / `to_csv`) are read with `labkit.results.Results.read`.
+(`Results.to_parquet` / `to_csv`) are read with `labkit.Results.read`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
+from ..artifact import atomic_write
 from ..errors import InputError
+from . import plots, stats
+from .results import Results
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,9 +79,6 @@ def build_report(
 ) -> str:
     """The report as one HTML string: summary tables, then every chart of `all_charts`."""
     from plotly.offline import get_plotlyjs
-
-    from .. import __version__
-    from . import plots, stats
 
     charts = plots.all_charts(df, by=by, baseline=baseline, field=field)
     divs = []
@@ -168,9 +169,6 @@ def write_report(
     source: pd.DataFrame | Results | str | Path, path: str | Path, **kwargs: Any
 ) -> Path:
     """Write `build_report` of a frame, a `Results`, or a results file to `path`, atomically."""
-    from ..artifact import atomic_write
-    from .results import Results
-
     if isinstance(source, str | Path):
         kwargs.setdefault("source", str(source))
         try:

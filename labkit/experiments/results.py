@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._files import private_file
+from ..errors import InputError
 from ._frame import _missing
+from .export import Winner, choose_winner, export_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .runner import Experiment
     from .stats import CalibrationResult, PairedResult
 
-__all__ = ["COLUMNS", "JSON_COLUMNS", "Results"]
+__all__ = ["COLUMNS", "JSON_COLUMNS", "Results", "best_variant"]
 
 COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -170,12 +172,10 @@ class Results:
         *,
         allow_degenerate: bool = False,
     ) -> Any:
-        """The winning variant (a `labkit.export.Winner`) on `metric` among those meeting
+        """The winning variant (an `export.Winner`) on `metric` among those meeting
         `constraints`; degenerate variants only with `allow_degenerate` (see
-        `labkit.config.best_variant`)."""
-        from ..artifact import best_variant
-
-        return best_variant(
+        `export.choose_winner`)."""
+        return choose_winner(
             self, metric=metric, constraints=constraints, allow_degenerate=allow_degenerate
         )
 
@@ -202,9 +202,7 @@ class Results:
         return self._modes[1]
 
     def export_config(self, path: str | Path, variant: str | None = None, **kw: Any) -> Any:
-        """Write the (best, or named) variant as a deployable config; see `labkit.config`."""
-        from ..artifact import export_config
-
+        """Write the (best, or named) variant as a deployable config; see `export.py`."""
         return export_config(self, path, variant=variant, **kw)
 
     # ------------------------------------------------------------------ files
@@ -382,3 +380,23 @@ def _loads(value: Any) -> Any:
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
+
+
+def best_variant(
+    results: Results | pd.DataFrame,
+    metric: str = "success_rate",
+    constraints: Mapping[str, Any] | None = None,
+    *,
+    allow_degenerate: bool = False,
+) -> Winner:
+    """`Results.best` for a Results or a bare results frame (see `export.choose_winner`)."""
+    import pandas as pd
+
+    if not isinstance(results, Results):
+        df = getattr(results, "df", results)
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(
+                f"expected a Results or a results DataFrame, got {type(results).__name__}"
+            )
+        results = Results(df)
+    return results.best(metric, constraints, allow_degenerate=allow_degenerate)

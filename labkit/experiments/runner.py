@@ -14,7 +14,7 @@ Why it is shaped like this:
 - Everything that can be checked before the first call is (dataset shape and labels, template
   variables, model names, parameters), so a typo fails in a second, not after an hour.
 
-The result is one tidy DataFrame (columns: the contract in the `labkit.stats` docstring),
+The result is one tidy DataFrame (columns: the contract in the `labkit.experiments.stats` docstring),
 wrapped in `Results` for the summary, comparisons, charts, export and persistence.
 """
 
@@ -35,22 +35,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
+from ..client import TRANSPORT_PARAMS, _check_cache_mode, default_client
 from ..errors import DatasetError, InputError
+from ..evaluation import ExactMatch, FieldMatch, combine, run_cell
 from ..prompts import render, template_variables
 from ..redact import scrub_secrets
+from ..structured import to_json_schema
+from ..trace_rows import trace_row
 from ..types import OUTPUT_PARAMS, check_params, mend_text
+from .datasets import load_dataset
 from .progress import ProgressBar, ProgressState, make_bar
-from .results import COLUMNS, JSON_COLUMNS, Results, build_frame
+from .results import Results, build_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..client import CacheMode, Client
-    from ..evaluation.checks import Evaluator, Score
+    from ..evaluation import Evaluator, Score
     from ..types import Completion
     from .datasets import Dataset
 
-__all__ = ["COLUMNS", "JSON_COLUMNS", "Experiment", "ProgressState", "Results"]
+__all__ = ["Experiment"]
 
 _log = logging.getLogger(__name__)
 
@@ -106,9 +112,6 @@ class Experiment:
         name: str | None = None,
         confidence: bool = True,
     ) -> None:
-        from ..client import default_client
-        from .datasets import load_dataset
-
         self.client: Client = client if client is not None else default_client()
         self.dataset: Dataset = load_dataset(dataset)  # empty / duplicate ids raise here
         self.prompts: dict[str, str] = _named_prompts(prompts)
@@ -145,8 +148,6 @@ class Experiment:
 
     # ------------------------------------------------------------------ checks
     def _check_params(self) -> None:
-        from ..client import TRANSPORT_PARAMS
-
         unknown = set(self.params) - OUTPUT_PARAMS - TRANSPORT_PARAMS
         if unknown:
             raise InputError(
@@ -178,7 +179,6 @@ class Experiment:
     def _pick_evaluators(self, given: Sequence[Evaluator] | None) -> list[Evaluator]:
         if given is not None:
             return list(given)
-        from ..evaluation.checks import ExactMatch, FieldMatch
 
         fields = self.dataset.expected_fields
         if fields and self.schema is not None:
@@ -309,8 +309,6 @@ class Experiment:
         """Set up a run in the caller's thread (the bar must be displayed in the caller's
         notebook cell; a stop() made right after start() must not be lost); return the
         coroutine to run on the client's loop."""
-        from ..client import _check_cache_mode
-
         _check_cache_mode(cache)
         if self._active:
             raise RuntimeError(_ALREADY_RUNNING)
@@ -390,13 +388,18 @@ class Experiment:
 
     async def _run_cell(self, cell: _Cell, cache: CacheMode) -> dict[str, Any]:
         """One call, evaluated, as a row; any exception becomes an error row."""
-        from ..evaluation.checks import EvalContext, run_evaluators
-
         started = time.perf_counter()
         template = self.prompts[cell.prompt]
         variables = self._inputs[cell.item]
+        replied: list[Completion] = []
         try:
-            done = await self.client.agenerate(
+            got = await run_cell(
+                self.client,
+                self.evaluators,
+                self._records[cell.item],
+                prompt=render(template, variables) if self.evaluators else None,
+                cache=cache,
+                on_reply=replied.append,
                 template=template,
                 variables=variables,
                 model=cell.model,
@@ -406,33 +409,22 @@ class Experiment:
                 run_id=self.run_id,
                 item_id=self._ids[cell.item],
                 system=self.system,
-                cache=cache,
                 **self.params,
             )
-        except Exception as exc:
-            return self._error_row(cell, exc, time.perf_counter() - started)
-        scores: list[Score] = []
-        if self.evaluators:
-            ctx = EvalContext.from_completion(
-                done,
-                self._records[cell.item],
-                client=self.client,
-                prompt=render(template, variables),
-            )
-            try:
-                scores = await run_evaluators(self.evaluators, ctx)
-            except asyncio.CancelledError:
-                # The reply is paid for and cached: keep it as a row, then stop.
-                row = self._row(cell, done, [])
+        except asyncio.CancelledError:
+            if replied:  # the reply is paid for and cached: keep it as a row, then stop
+                row = self._row(cell, replied[0], [])
                 row.update(passed=False, error=_UNSCORED, error_type="CancelledError")
                 self._rows[cell.index] = row
-                raise
-            except Exception as exc:  # run_evaluators does not raise; belt and braces
-                row = self._row(cell, done, [])
-                row.update(passed=False, error=f"evaluation failed: {exc}")
-                row["error_type"] = type(exc).__name__
-                return row
-        return self._row(cell, done, scores)
+            raise
+        except Exception as exc:
+            if not replied:
+                return self._error_row(cell, exc, time.perf_counter() - started)
+            row = self._row(cell, replied[0], [])  # run_evaluators does not raise; belt and braces
+            row.update(passed=False, error=f"evaluation failed: {exc}")
+            row["error_type"] = type(exc).__name__
+            return row
+        return self._row(cell, got.completion, got.scores)
 
     # ------------------------------------------------------------------ rows
     def _base(self, cell: _Cell) -> dict[str, Any]:
@@ -446,8 +438,6 @@ class Experiment:
         }
 
     def _row(self, cell: _Cell, done: Completion, scores: Sequence[Score]) -> dict[str, Any]:
-        from ..evaluation.checks import combine
-
         parsed = done.parsed
         if self.schema is not None and parsed is not None:
             parse_ok = bool(getattr(parsed, "ok", False))
@@ -522,7 +512,6 @@ class Experiment:
 
     # ------------------------------------------------------------------ reporting
     def _meta(self) -> dict[str, Any]:
-        from .. import __version__
 
         specs: list[Any] = []
         for ev in self.evaluators:
@@ -579,14 +568,11 @@ class Experiment:
     def _record_run(self, status: str) -> None:
         """One 'parent' trace row per run, so the trace browser can list runs."""
         try:
-            from ..tracing import new_id
-
             s = self._state
-            self.client.tracer.record(
-                kind="parent",
-                call_id=new_id(),
+            row = trace_row(
+                "parent",
+                "ok" if status in ("done", "stopped") else "error",
                 run_id=self.run_id,
-                status="ok" if status in ("done", "stopped") else "error",
                 event="experiment",
                 cost_usd=s.cost_usd,
                 latency_s=s.elapsed_s,
@@ -601,6 +587,7 @@ class Experiment:
                     "models": self.models,
                 },
             )
+            self.client.tracer.record(**row)
         except Exception:
             _log.exception("could not record the run's trace row")
 
@@ -675,7 +662,6 @@ def _json_schema(schema: Any) -> dict[str, Any] | None:
     """The output JSON Schema (for meta and the run id), without the confidence wrapper."""
     if schema is None:
         return None
-    from ..structured.extract import to_json_schema
 
     out: dict[str, Any] | None = to_json_schema(schema)
     return out

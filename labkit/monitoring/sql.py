@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..artifact import versions as artifact_versions
 from ..errors import InputError
+from ..experiments._frame import _missing as missing
+from ..tracing import COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -210,8 +213,6 @@ def _from_frame(df: pd.DataFrame, time_col: str | None) -> sqlite3.Connection:
     """Load a traces frame or a results frame into an in-memory `traces` table."""
     import pandas as pd
 
-    from ..tracing import COLUMNS
-
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     conn.execute(f"CREATE TABLE traces ({', '.join(f'{k} {v}' for k, v in COLUMNS.items())})")
     n = len(df)
@@ -304,8 +305,6 @@ def _from_frame(df: pd.DataFrame, time_col: str | None) -> sqlite3.Connection:
 
 
 def _missing(v: Any) -> bool:
-    from ..experiments._frame import _missing as missing
-
     return (isinstance(v, float | np.floating) and math.isnan(v)) or (
         not isinstance(v, list | dict | tuple | np.ndarray) and missing(v)
     )
@@ -341,8 +340,6 @@ class _Query:
 
 
 def _columns() -> frozenset[str]:
-    from ..tracing import COLUMNS
-
     return frozenset(COLUMNS)
 
 
@@ -474,9 +471,7 @@ def _switches(
                         "from_model": last[alias], "to_model": model})  # fmt: skip
         last[alias] = model
     if config is not None:
-        from ..artifact import history
-
-        versions = history(config)
+        versions = artifact_versions(config)
         for prev, cur in itertools.pairwise(versions):
             out.append({"time": pd.to_datetime(parse_time(cur.created_at), unit="s"),
                         "label": f"v{cur.version} {cur.action}", "from_model": prev.model,

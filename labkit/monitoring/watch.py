@@ -43,7 +43,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..artifact import VersionInfo
+from ..artifact import versions as artifact_versions
 from ..errors import InputError
+from ..experiments.stats import holm_adjust
 from .drift import hist_quantile, ks_from_counts, psi, two_proportions
 from .sql import (
     _MONDAY,
@@ -98,8 +101,6 @@ def _compare(
     lim: _Limits,
 ) -> list[dict[str, Any]]:
     """Every test of one window against its baseline, Holm-adjusted together."""
-    from ..experiments.stats import holm_adjust
-
     rows: list[dict[str, Any]] = []
     for name, (num, den, good) in RATES.items():
         n0, n1 = int(base[den]), int(win[den])
@@ -550,11 +551,9 @@ def upgrade_watch(
     the `window` before it was saved vs the new version's model in the `window` after (cut at
     the next version), on the monitor's tests. 'worse' when any flagged shift is for the
     worse; then `rollback` holds the `labkit.rollback` call that restores the previous one."""
-    from ..artifact import history
-
     lim = _Limits(alpha, min_rate_change, min_psi, int(min_n))
     width = parse_duration(window)
-    versions = history(config)
+    versions = artifact_versions(config)
     times = [parse_time(v.created_at) or 0.0 for v in versions]
     out: list[UpgradeVerdict] = []
     with _open(source, None) as (conn, _):
@@ -602,3 +601,28 @@ def upgrade_watch(
                 )
             )  # fmt: skip
     return out
+
+
+def history(
+    path: str | Path, *, traces: Any = None, window: str | float = "day"
+) -> list[VersionInfo]:
+    """Every saved version of a config, oldest first: who saved what, when, with which evidence.
+
+    With `traces` (a trace database path, Client or frame), each version after the first
+    carries `watch`: the verdict of `upgrade_watch` on the `window` of calls before vs after it
+    was saved, and the `labkit.rollback` call to run when it is worse.
+    """
+    versions = artifact_versions(path)
+    if traces is None:
+        return versions
+    for verdict in upgrade_watch(path, traces, window=window):
+        info = next(v for v in versions if v.version == verdict.version)
+        info.watch = {
+            "verdict": verdict.verdict,
+            "calls_before": verdict.calls_before,
+            "calls_after": verdict.calls_after,
+            "shifts": verdict.shifts,
+            "suggest": verdict.rollback,
+            "summary": str(verdict),
+        }
+    return versions

@@ -69,12 +69,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputError
-from .instructions import json_instructions, response_format
 from .repair import (
     DECODER,
     MAX_DEPTH,
-    MAX_LENIENT,
-    MAX_SPAN,
     _repair,
     _Span,
     _span_end,
@@ -88,23 +85,10 @@ from .schema import (
     normalise,
     properties,
     resolve,
-    to_json_schema,
     wants,
 )
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_LENIENT",
-    "MAX_SPAN",
-    "MAX_TEXT",
-    "Parsed",
-    "Repair",
-    "SchemaLike",
-    "json_instructions",
-    "parse",
-    "response_format",
-    "to_json_schema",
-]
+__all__ = ["MAX_TEXT", "Parsed", "Repair", "parse"]
 
 MAX_TEXT = 1_000_000
 """Replies longer than this (characters) only get the strict stage."""

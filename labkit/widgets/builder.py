@@ -51,7 +51,7 @@ TABS = (
 
 
 def _ev(name: str) -> Any:
-    from ..evaluation import checks as evaluation
+    from .. import evaluation
 
     return getattr(evaluation, name)
 
@@ -492,7 +492,7 @@ class ExperimentBuilder:
                 f"the schema is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f'{exc.msg}); write e.g. {{"sentiment": ["positive", "negative"]}}'
             ) from None
-        from ..structured.schema import to_json_schema
+        from ..structured import to_json_schema
 
         to_json_schema(value)  # InputError names what is wrong
         return value

@@ -225,7 +225,7 @@ class PromptPreview:
 
 def render_messages(messages: Sequence[Mapping[str, Any]], schema: Any) -> str:
     """Messages as role + text blocks, labkit's JSON instructions marked off."""
-    from ..structured.instructions import json_instructions
+    from ..structured import json_instructions
 
     added = json_instructions(schema) if schema is not None else ""
     blocks = []

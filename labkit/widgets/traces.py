@@ -277,7 +277,7 @@ class TraceBrowser:
         if record.get("parse_ok") is None or not isinstance(record.get("reply"), str):
             return None, "no schema was given"
         try:
-            from ..structured.extract import parse
+            from ..structured import parse
 
             return parse(record["reply"]).value, "reply re-parsed without its schema"
         except Exception as exc:  # the detail pane must render even if the parser chokes

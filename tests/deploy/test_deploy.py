@@ -18,14 +18,20 @@ import pytest
 import yaml
 
 from labkit import artifact as config
-from labkit.artifact import DeployedConfig, history, read_config, rollback, save_config
 from labkit.client import Client
-from labkit.deploy.runtime import Output, gate, load_config
+from labkit.deploy import (
+    DeployedConfig,
+    Output,
+    gate,
+    load_config,
+    read_config,
+    rollback,
+    save_config,
+)
 from labkit.errors import ConfigError, InputError, UnknownModel
-from labkit.experiments.export import best_variant, export_config
-from labkit.experiments.results import Results
-from labkit.experiments.runner import Experiment
+from labkit.experiments import Experiment, Results, best_variant, export_config
 from labkit.models import Registry
+from labkit.monitoring import history
 from labkit.testing import FakeBackend
 from labkit.types import Request
 

@@ -17,14 +17,14 @@ from pydantic import ValidationError
 
 from labkit.client import Client
 from labkit.errors import ConfigError, InputError
-from labkit.evaluation.checks import (
+from labkit.evaluation import (
     Attempt,
-    Callable,
     ConfidenceAbove,
     EvalContext,
     Evaluator,
     ExactMatch,
     FieldMatch,
+    FunctionEvaluator,
     InEnum,
     LLMJudge,
     NumericTolerance,
@@ -224,7 +224,7 @@ def has_digit(c: EvalContext) -> tuple[float, str]:
     ],
 )
 def test_callable_return_shapes(fn: Any, value: float, passed: bool, reason: str) -> None:
-    (score,) = run([Callable(fn, name="mine")], ctx("text"))
+    (score,) = run([FunctionEvaluator(fn, name="mine")], ctx("text"))
     assert (score.evaluator, score.value, score.passed, score.reason) == (
         "mine",
         value,
@@ -237,7 +237,7 @@ def test_async_callable_and_decorator() -> None:
     async def judged(c: EvalContext) -> bool:
         return c.text == "ok"
 
-    scores = run([Callable(judged), has_digit, evaluator(is_short)], ctx("ok 1"))
+    scores = run([FunctionEvaluator(judged), has_digit, evaluator(is_short)], ctx("ok 1"))
     assert [(s.evaluator, s.passed) for s in scores] == [
         ("judged", False),
         ("has_digit", True),
@@ -252,9 +252,9 @@ def test_run_evaluators_never_raises() -> None:
 
     scores = run(
         [
-            Callable(boom),
-            Callable(lambda c: 1.5, name="too_big"),
-            Callable(lambda c: None, name="none"),
+            FunctionEvaluator(boom),
+            FunctionEvaluator(lambda c: 1.5, name="too_big"),
+            FunctionEvaluator(lambda c: None, name="none"),
             InEnum(None, ["x"]),
         ],
         ctx("x"),
@@ -313,7 +313,7 @@ def test_combine(scores: list[Score], expected: tuple[float, bool]) -> None:
         SchemaValid(strict=True),
         SchemaValid({"type": "object", "properties": {"a": {"type": "string"}}}),
         ConfidenceAbove(0.7, field="sentiment"),
-        Callable(is_short),
+        FunctionEvaluator(is_short),
         has_digit,
         LLMJudge("Is it polite?", model="fake/judge", threshold=0.6, scale=(0, 10), name="polite"),
     ],
@@ -327,9 +327,9 @@ def test_spec_round_trips(ev: Evaluator) -> None:
 
 
 def test_callable_spec_names_an_importable_function() -> None:
-    assert Callable(is_short).spec()["ref"] == f"{is_short.__module__}:is_short"
+    assert FunctionEvaluator(is_short).spec()["ref"] == f"{is_short.__module__}:is_short"
     assert evaluator_from_spec(has_digit.spec()) is has_digit
-    lam = Callable(lambda c: True, name="inline")
+    lam = FunctionEvaluator(lambda c: True, name="inline")
     assert lam.spec()["ref"] is None
     with pytest.raises(ConfigError, match="importable"):
         evaluator_from_spec(lam.spec())
@@ -351,8 +351,8 @@ def test_bad_specs_raise_config_error(spec: dict[str, Any], match: str) -> None:
 
 
 # ------------------------------------------------------------------ the loop (scripted)
-def graded(table: dict[str, float]) -> Callable:
-    return Callable(
+def graded(table: dict[str, float]) -> FunctionEvaluator:
+    return FunctionEvaluator(
         lambda c: (table.get(c.text, 0.0), f"{c.text} is not good enough"), name="grade"
     )
 
@@ -470,7 +470,8 @@ def test_totals_count_every_attempt_including_failed_ones(make_client: Any) -> N
     t = result.totals
     assert (t.n_calls, t.prompt_tokens, t.completion_tokens, t.cached_tokens) == (3, 40, 9, 2)
     assert t.cost_usd == pytest.approx(0.003)
-    assert t.latency_s == pytest.approx(0.75 + failed.wall_s)
+    assert t.latency_s_sum == pytest.approx(0.75 + failed.wall_s)
+    assert t.wall_s == result.wall_s >= failed.wall_s
     assert result.judge_totals.n_calls == 0
     # after a failed generation the next attempt asks the same conversation again
     assert backend.history[2].messages == backend.history[1].messages
@@ -524,7 +525,7 @@ def test_an_evaluator_that_raises_is_recorded_and_the_loop_goes_on(make_client: 
 
     client, _ = make_client(["a", "b"])
     result = generate_with_evaluation(
-        prompt="q", model="fake/x", evaluators=[Callable(flaky)], client=client
+        prompt="q", model="fake/x", evaluators=[FunctionEvaluator(flaky)], client=client
     )
     first, second = result.attempts
     assert first.scores[0].error == "KeyError: 'label'" and not first.passed
@@ -755,7 +756,7 @@ def test_judge_rejects_bad_settings(kwargs: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ the real local model
 @pytest.mark.local_model
 def test_loop_on_the_local_model(local_client: Client) -> None:
-    from labkit.experiments.datasets import load_dataset
+    from labkit.experiments import load_dataset
 
     rows = load_dataset("review_sentiment").head(2).records()
     evals = [SchemaValid(), InEnum("sentiment", SENTIMENT["sentiment"])]

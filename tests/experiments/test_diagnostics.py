@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from labkit.errors import DegenerateVariant
-from labkit.experiments.diagnostics import answered_by_other, failure_modes, significant, verdict
-from labkit.experiments.export import best_variant
-from labkit.experiments.results import Results, build_frame
+from labkit.experiments import Results, best_variant, failure_modes, verdict
+from labkit.experiments.diagnostics import answered_by_other, significant
+from labkit.experiments.results import build_frame
 from labkit.experiments.stats import paired_comparison, pairwise_comparisons
-from labkit.structured.extract import parse
+from labkit.structured import parse
 from labkit.structured.instructions import (
     copies_example,
     format_line,

@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import ClientFactory
 
 from labkit.client import Client
 from labkit.errors import DatasetError, InputError, UnknownModel
-from labkit.evaluation.checks import ExactMatch, FieldMatch, InEnum
-from labkit.experiments import stats
+from labkit.evaluation import ExactMatch, FieldMatch, InEnum
+from labkit.experiments import Experiment, Results, stats
 from labkit.experiments.progress import ProgressState, TextBar
-from labkit.experiments.runner import COLUMNS, Experiment, Results
-from labkit.models import Registry
+from labkit.experiments.results import COLUMNS
 from labkit.testing import FakeBackend, FakeOpenAIServer, provider_error
 from labkit.types import Completion, Request, Usage
 
@@ -57,14 +57,6 @@ def _sentiment_reply(body: dict[str, Any]) -> str:
     return json.dumps({"sentiment": label, "sentiment_confidence": 0.9 if good else 0.6})
 
 
-def _loopback_client(tmp_path: Path, *servers: tuple[str, FakeOpenAIServer]) -> Client:
-    registry = Registry(
-        models={m: {"api_base": s.url, "api_key_env": "LABKIT_TEST_KEY"} for m, s in servers},
-        policy={"retry": {"max_attempts": 2, "base_delay": 0.001}},
-    )
-    return Client(registry=registry, cache_dir=tmp_path / "cache", traces=tmp_path / "t.db")
-
-
 @pytest.fixture
 def sentiment_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test-not-a-real-key")
@@ -72,19 +64,11 @@ def sentiment_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServ
         yield server
 
 
-def _fake_client(tmp_path: Path, backend: Any) -> Client:
-    client = Client(
-        registry=Registry(policy={"retry": {"max_attempts": 1}}),
-        cache_dir=tmp_path / "cache",
-        traces=tmp_path / "t.db",
-    )
-    client.add_backend("fake", backend)
-    return client
-
-
 # ---------------------------------------------------------------------------- loopback grid
-def test_grid_on_loopback_server(tmp_path: Path, sentiment_server: FakeOpenAIServer) -> None:
-    client = _loopback_client(tmp_path, (MINI, sentiment_server), (FULL, sentiment_server))
+def test_grid_on_loopback_server(
+    client_factory: ClientFactory, tmp_path: Path, sentiment_server: FakeOpenAIServer
+) -> None:
+    client = client_factory({MINI: sentiment_server, FULL: sentiment_server})
     exp = Experiment(
         _reviews(4), PROMPTS, [MINI, FULL], schema=SCHEMA, client=client, concurrency=4,
         params={"temperature": 0, "max_tokens": 30},
@@ -131,9 +115,9 @@ def test_grid_on_loopback_server(tmp_path: Path, sentiment_server: FakeOpenAISer
 
 
 def test_stop_then_resume_pays_only_for_the_rest(
-    tmp_path: Path, sentiment_server: FakeOpenAIServer
+    client_factory: ClientFactory, tmp_path: Path, sentiment_server: FakeOpenAIServer
 ) -> None:
-    client = _loopback_client(tmp_path, (MINI, sentiment_server))
+    client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(12), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=3)
     exp.on_progress.append(lambda s: exp.stop() if s.done >= 5 else None)
     partial = exp.run(progress=False)
@@ -155,9 +139,9 @@ def test_stop_then_resume_pays_only_for_the_rest(
 
 
 def test_cancelled_future_keeps_rows_and_resume_repeats_no_finished_call(
-    tmp_path: Path, sentiment_server: FakeOpenAIServer
+    client_factory: ClientFactory, tmp_path: Path, sentiment_server: FakeOpenAIServer
 ) -> None:
-    client = _loopback_client(tmp_path, (MINI, sentiment_server))
+    client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(15), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=4)
     reached = threading.Event()
     exp.on_progress.append(lambda s: reached.set() if s.done >= 6 else None)
@@ -179,9 +163,12 @@ def test_cancelled_future_keeps_rows_and_resume_repeats_no_finished_call(
 
 
 def test_ctrl_c_keeps_rows_and_resume_repeats_no_finished_call(
-    tmp_path: Path, sentiment_server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+    client_factory: ClientFactory,
+    tmp_path: Path,
+    sentiment_server: FakeOpenAIServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    client = _loopback_client(tmp_path, (MINI, sentiment_server))
+    client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(15), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=4)
     fired: list[bool] = []
 
@@ -215,10 +202,10 @@ def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
 
 
 def test_a_model_that_fails_every_call_gives_error_rows(
-    tmp_path: Path, sentiment_server: FakeOpenAIServer
+    client_factory: ClientFactory, tmp_path: Path, sentiment_server: FakeOpenAIServer
 ) -> None:
     with FakeOpenAIServer(reply="x", fault_rates={"500": 1.0}, max_lifetime=60) as broken:
-        client = _loopback_client(tmp_path, (MINI, sentiment_server), (FULL, broken))
+        client = client_factory({MINI: sentiment_server, FULL: broken})
         exp = Experiment(_reviews(3), PROMPTS, [MINI, FULL], schema=SCHEMA, client=client)
         with pytest.warns(RuntimeWarning, match=f"model '{FULL}' failed all 6 of its calls"):
             res = exp.run(progress=False)
@@ -241,9 +228,9 @@ def test_a_model_that_fails_every_call_gives_error_rows(
 
 
 # ---------------------------------------------------------------------------- bad input
-def test_bad_input_fails_before_any_call(tmp_path: Path) -> None:
+def test_bad_input_fails_before_any_call(client_factory: ClientFactory, tmp_path: Path) -> None:
     backend = FakeBackend("positive")
-    client = _fake_client(tmp_path, backend)
+    client = client_factory(backends={"fake": backend}, attempts=1)
     rows = _reviews(3)
 
     with pytest.raises(UnknownModel, match="gpt-4o-mini-2024-07-18"):
@@ -279,7 +266,9 @@ def test_bad_input_fails_before_any_call(tmp_path: Path) -> None:
     client.close()
 
 
-def test_failing_cells_become_error_rows_and_the_grid_carries_on(tmp_path: Path) -> None:
+def test_failing_cells_become_error_rows_and_the_grid_carries_on(
+    client_factory: ClientFactory, tmp_path: Path
+) -> None:
     def reply(req: Request) -> str:
         text = req.messages[-1]["content"]
         if re.search(r"number 1\b", text):
@@ -288,7 +277,7 @@ def test_failing_cells_become_error_rows_and_the_grid_carries_on(tmp_path: Path)
             raise ValueError("backend bug")
         return '{"sentiment": "positive"}'
 
-    client = _fake_client(tmp_path, FakeBackend(reply))
+    client = client_factory(backends={"fake": FakeBackend(reply)}, attempts=1)
     exp = Experiment(_reviews(4), PROMPTS, ["fake/m"], schema=SCHEMA, client=client)
     res = exp.run(progress=False)
     df = res.df.set_index("item_id")
@@ -321,9 +310,11 @@ class _CountingBackend:
         return 3
 
 
-def test_concurrency_cap_repeats_and_plan_order(tmp_path: Path) -> None:
+def test_concurrency_cap_repeats_and_plan_order(
+    client_factory: ClientFactory, tmp_path: Path
+) -> None:
     backend = _CountingBackend()
-    client = _fake_client(tmp_path, backend)
+    client = client_factory(backends={"fake": backend}, attempts=1)
     exp = Experiment(
         _reviews(5), ["A {{review}}", "B {{review}}"], ["fake/a", "fake/b"], repeats=3,
         concurrency=3, client=client,
@@ -342,8 +333,8 @@ def test_concurrency_cap_repeats_and_plan_order(tmp_path: Path) -> None:
     client.close()
 
 
-def test_run_id_is_deterministic(tmp_path: Path) -> None:
-    client = _fake_client(tmp_path, FakeBackend("positive"))
+def test_run_id_is_deterministic(client_factory: ClientFactory, tmp_path: Path) -> None:
+    client = client_factory(backends={"fake": FakeBackend("positive")}, attempts=1)
     a = Experiment(_reviews(3), PROMPTS, ["fake/x"], params={"temperature": 0}, client=client)
     b = Experiment(_reviews(3), PROMPTS, ["fake/x"], params={"temperature": 0}, client=client)
     c = Experiment(_reviews(3), PROMPTS, ["fake/x"], params={"temperature": 1}, client=client)
@@ -352,8 +343,8 @@ def test_run_id_is_deterministic(tmp_path: Path) -> None:
     client.close()
 
 
-def test_default_evaluators(tmp_path: Path) -> None:
-    client = _fake_client(tmp_path, FakeBackend("Paris"))
+def test_default_evaluators(client_factory: ClientFactory, tmp_path: Path) -> None:
+    client = client_factory(backends={"fake": FakeBackend("Paris")}, attempts=1)
     qa = [{"id": "q1", "q": "Capital of France?", "expected": {"answer": "paris"}}]
     exp = Experiment(qa, ["{{q}}"], ["fake/x"], client=client)
     assert [type(e) for e in exp.evaluators] == [ExactMatch]
@@ -364,8 +355,10 @@ def test_default_evaluators(tmp_path: Path) -> None:
     client.close()
 
 
-def test_arun_from_another_event_loop_and_progress_callbacks(tmp_path: Path) -> None:
-    client = _fake_client(tmp_path, FakeBackend('{"sentiment": "negative"}'))
+def test_arun_from_another_event_loop_and_progress_callbacks(
+    client_factory: ClientFactory, tmp_path: Path
+) -> None:
+    client = client_factory(backends={"fake": FakeBackend('{"sentiment": "negative"}')}, attempts=1)
     exp = Experiment(_reviews(4), PROMPTS, ["fake/x"], schema=SCHEMA, client=client)
     seen: list[ProgressState] = []
     exp.on_progress.append(seen.append)
@@ -424,9 +417,9 @@ def test_widget_bar_has_a_stop_button() -> None:
 
 
 def test_results_round_trip_parquet_and_csv(
-    tmp_path: Path, sentiment_server: FakeOpenAIServer
+    client_factory: ClientFactory, tmp_path: Path, sentiment_server: FakeOpenAIServer
 ) -> None:
-    client = _loopback_client(tmp_path, (MINI, sentiment_server))
+    client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(3), PROMPTS, [MINI], schema=SCHEMA, client=client, name="rt")
     res = exp.run(progress=False)
     for name in ("r.parquet", "r.csv"):
@@ -445,10 +438,9 @@ def test_results_round_trip_parquet_and_csv(
     client.close()
 
 
-def test_stats_accept_the_frame(tmp_path: Path) -> None:
-    client = _fake_client(
-        tmp_path, FakeBackend('{"sentiment": "positive", "sentiment_confidence": 0.7}')
-    )
+def test_stats_accept_the_frame(client_factory: ClientFactory) -> None:
+    reply = FakeBackend('{"sentiment": "positive", "sentiment_confidence": 0.7}')
+    client = client_factory(backends={"fake": reply}, attempts=1)
     res = Experiment(_reviews(6), PROMPTS, ["fake/x"], schema=SCHEMA, client=client).run(
         progress=False
     )

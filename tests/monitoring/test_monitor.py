@@ -15,13 +15,12 @@ from frames import make_results
 from synthetic_traces import shifted, write_traces
 
 import labkit
-from labkit.artifact import DeployedConfig, history, save_config
 from labkit.cli import main
 from labkit.client import Client
+from labkit.deploy import DeployedConfig, save_config
 from labkit.errors import InputError
 from labkit.models import Registry
-from labkit.monitoring import drift
-from labkit.monitoring.watch import monitor, parse_duration, upgrade_watch
+from labkit.monitoring import drift, history, monitor, parse_duration, upgrade_watch
 from labkit.testing import FakeOpenAIServer
 
 DAY = 86400.0

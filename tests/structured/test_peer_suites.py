@@ -16,7 +16,7 @@ import pytest
 from peer_cases import SUITES, PeerCase, adversarial_1mb, load, unflagged_wrong
 from structured_corpus import same
 
-from labkit.structured.extract import parse
+from labkit.structured import parse
 
 CASES = load()
 

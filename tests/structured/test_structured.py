@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from structured_corpus import CASES, SCHEMAS, Case, Loan, Order, same
 
 from labkit.errors import InputError
-from labkit.structured.extract import (
+from labkit.structured import (
     Parsed,
     Repair,
     json_instructions,
@@ -131,7 +131,7 @@ def test_pydantic_validators_count() -> None:
 
 
 def test_limits_stay_importable_from_structured() -> None:
-    from labkit.structured import extract as structured
+    from labkit import structured
     from labkit.structured import repair
 
     assert structured.MAX_SPAN == repair.MAX_SPAN and structured.MAX_LENIENT == repair.MAX_LENIENT

@@ -361,7 +361,7 @@ def test_builder_shows_the_dataset_preview_and_its_columns(fake_client: Client) 
 
 
 def test_builder_lists_an_in_memory_dataset_under_its_name(fake_client: Client) -> None:
-    from labkit.experiments.datasets import load_dataset
+    from labkit.experiments import load_dataset
 
     sample = load_dataset("review_sentiment").sample(6, seed=2)
     b = _builder(fake_client, dataset=sample, rows=0)
@@ -519,7 +519,7 @@ _REVIEW_LABELS: dict[str, str] = {}
 def _reader(request: Any) -> str:
     """A 'model' that reads the label off the dataset, except on some items: it beats the
     majority-class baseline, so it is a winner the export may pick."""
-    from labkit.experiments.datasets import load_dataset
+    from labkit.experiments import load_dataset
 
     text = str(request.messages[-1]["content"])
     if not _REVIEW_LABELS:
@@ -533,7 +533,7 @@ def _reader(request: Any) -> str:
 
 
 def _results(client: Client, fake: Any = None) -> Any:
-    from labkit.experiments.runner import Experiment
+    from labkit.experiments import Experiment
 
     client.add_backend("fake", FakeBackend(fake or _reader))
     exp = Experiment(
@@ -685,7 +685,7 @@ def test_item_matrix_thumbs_become_a_human_score(client: Client) -> None:
 def test_preview_shows_the_messages_as_sent_with_the_json_instructions(
     fake_client: Client,
 ) -> None:
-    from labkit.structured.instructions import json_instructions
+    from labkit.structured import json_instructions
 
     b = _builder(fake_client, prompts={"terse": "Answer with one word. Sentiment of: {{review}}"})
     b.preview.refresh()
