@@ -1,8 +1,9 @@
 """Deploy: what production imports. Load an exported config and run it through the same call
 path as the notebook, gate a model upgrade on the config's suite, roll back.
 
-    runtime.py  load_config -> Deployed (call/acall: prompt, model, schema, confidence routing)
-    gate.py     gate(): the candidate model against the current one on the suite (non-inferiority)
+    runtime.py    load_config -> Deployed (run/arun: prompt, model, schema, confidence routing)
+    promotion.py  gate(): the candidate model against the current one on the suite
+                  (non-inferiority); a promotion is a new version of the file
 
 The file format and its versions are `labkit.artifact` (shared with the notebook side that
 writes them). Importing this package never imports pandas, plotly or the notebook stages:
@@ -20,7 +21,8 @@ from ..artifact import (
     save_config,
     versions,
 )
-from .runtime import Deployed, GateVerdict, Output, gate, load_config
+from .promotion import GateVerdict, gate
+from .runtime import Deployed, Output, load_config
 
 __all__ = [
     "ConfidencePolicy",
