@@ -344,7 +344,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from .config import history, read_config
+    from .config import history, measured_on, read_config
     from .errors import ConfigError
 
     versions = history(args.config, traces=args.traces, window=args.window)
@@ -356,16 +356,10 @@ def _history(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(v.model_dump(mode="json")))
             continue
-        ev = v.evidence or {}
-        value = ev.get("value")
-        where = ev.get("dataset") or ("the regression suite" if v.action != "export" else "?")
-        shown = (
-            f"{ev.get('metric')} {value:.3f} on n={ev.get('n')} of {where}"
-            if value is not None
-            else "-"
-        )
-        if value is not None:
-            bases.add((ev.get("n"), where))
+        ev, on = v.evidence or {}, measured_on(v)
+        shown = f"{ev.get('metric')} {ev['value']:.3f} on n={on[0]} of {on[1]}" if on else "-"
+        if on:
+            bases.add(on)
         extra = f" from v{v.restored_from}" if v.restored_from else ""
         print(
             f"v{v.version:<3} {v.created_at}  {v.author:<10} {v.action}{extra:<8} {v.model}  "

@@ -62,6 +62,7 @@ __all__ = [
     "gate",
     "history",
     "history_dir",
+    "history_table",
     "load_config",
     "read_config",
     "rollback",
@@ -554,6 +555,43 @@ def history(
             "summary": str(verdict),
         }
     return versions
+
+
+def measured_on(info: VersionInfo) -> tuple[int | None, str] | None:
+    """(n, what) a version's rate was measured on; None when it carries no rate. Two versions
+    with different (n, what) measured different item sets: their rates are not comparable."""
+    ev = info.evidence or {}
+    if ev.get("value") is None:
+        return None
+    where = ev.get("dataset") or ("the regression suite" if info.action != "export" else "?")
+    return ev.get("n"), str(where)
+
+
+def history_table(path: str | Path) -> Any:
+    """`history` as a DataFrame that puts no rate beside another as if comparable: each rate
+    shows its n and item set, and `basis` (A, B, …) groups the rows measured on one set; with
+    more than one basis, `attrs["note"]` says so (compare versions on one suite with `gate`)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    bases: dict[tuple[int | None, str], str] = {}
+    for v in history(path):
+        ev, on = v.evidence or {}, measured_on(v)
+        basis = bases.setdefault(on, chr(ord("A") + len(bases))) if on else ""
+        rows.append(
+            {"version": v.version, "action": v.action, "model": v.model, "note": v.note}
+            | {"metric": ev.get("metric"), "rate": ev.get("value"), "n": on[0] if on else None}
+            | {"measured_on": on[1] if on else "", "basis": basis}
+        )
+    table = pd.DataFrame(rows).astype({"n": "Int64"}) if rows else pd.DataFrame(rows)
+    table.attrs["note"] = (
+        f"{len(bases)} different item sets (basis {', '.join(bases.values())}): rates on "
+        "different bases are not comparable row to row; compare versions on one suite with "
+        "`labkit gate`"
+        if len(bases) > 1
+        else ""
+    )
+    return table
 
 
 def _summary(ev: Evidence | None) -> dict[str, Any] | None:

@@ -37,6 +37,9 @@ __all__ = [
     "dataset_records",
     "expected_labels",
     "failure_modes",
+    "own_answers",
+    "reasons_column",
+    "reasons_text",
     "significant",
     "verdict",
 ]
@@ -167,6 +170,71 @@ def answered_by_other(df: pd.DataFrame) -> pd.Series:
     got = df["model_id"].astype(str)
     ok = df["error"].isna() if "error" in df.columns else pd.Series(True, index=df.index)
     return asked.str.contains("/", regex=False) & (asked != got) & ok & df["model_id"].notna()
+
+
+def reasons_text(row: Mapping[str, Any], expected: Mapping[str, Any] | None = None) -> str:
+    """Why a results row passed or failed, in words: the one text the item matrix, the compare
+    view and exports show.
+
+    Read from what the row stores: its error, the evaluators' own `reasons` (the results
+    frame's column) for every evaluator that did not give full marks, and a parse failure.
+    Only a row with no stored reason (a frame from before the column, or a run without
+    evaluators) gets its field mismatches spelled out from `field_correct` and `expected`.
+    """
+    err = row.get("error")
+    if isinstance(err, str) and err:
+        return f"error: {err}"
+    given, graded = row.get("reasons"), row.get("scores")
+    stored: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    scores: Mapping[str, Any] = graded if isinstance(graded, Mapping) else {}
+    parts: list[str] = []
+    for name, value in scores.items():
+        if name == "human" or not isinstance(value, int | float):
+            continue
+        if math.isnan(value) or value < 1:
+            said = stored.get(name)
+            parts.append(f"{name}: {said}" if said else f"{name} = {value:.2g}")
+    if not stored:
+        for name, ok in (row.get("field_correct") or {}).items():
+            if ok:
+                continue
+            want = (expected or {}).get(name)
+            got = row["parsed"].get(name) if isinstance(row.get("parsed"), Mapping) else None
+            parts.insert(0, f"{name}: expected {json.dumps(want)}, got {json.dumps(got)}")
+    if row.get("parse_ok") is False and not any("JSON" in p for p in parts):
+        parts.append("no JSON object could be read from the reply")
+    return "; ".join(parts)
+
+
+def reasons_column(df: pd.DataFrame, expected: list[Any] | None = None) -> pd.Series:
+    """`reasons_text` of every row of a results frame (`expected`: one dict per row, or None)."""
+    import pandas as pd
+
+    names = ("error", "field_correct", "parsed", "parse_ok", "scores", "reasons")
+    cols = [df[c].tolist() if c in df.columns else [None] * len(df) for c in names]
+    exp = expected if expected is not None else [None] * len(df)
+    return pd.Series(
+        [
+            reasons_text(dict(zip(names, values, strict=True)), e)
+            for e, *values in zip(exp, *cols, strict=True)
+        ],
+        index=df.index,
+        dtype=object,
+    )
+
+
+def own_answers(df: pd.DataFrame, groups: Any, by: str = "variant") -> tuple[pd.DataFrame, int]:
+    """The rows of `groups` (names in column `by`), minus answers a fallback model gave when
+    the groups ask for different models (a comparison of models), and how many were left out.
+
+    A fallback's answer scores the fallback, not the model the variant names: "gpt-4o" must
+    not be credited with what mini answered. Comparing prompts on one model keeps every row.
+    """
+    sub = df[df[by].isin(list(groups))]
+    if "model" not in sub.columns or sub.groupby(by)["model"].first().nunique() < 2:
+        return sub, 0
+    other = answered_by_other(sub)
+    return sub[~other], int(other.sum())
 
 
 # ----------------------------------------------------------------------------- the report

@@ -39,6 +39,7 @@ COLUMNS: tuple[str, ...] = (
     "passed",
     "score",
     "scores",
+    "reasons",
     "confidence",
     "confidences",
     "field_correct",
@@ -55,7 +56,9 @@ COLUMNS: tuple[str, ...] = (
     "trace_id",
 )
 """The results frame's columns, in order (see the `labkit.stats` docstring for their meaning)."""
-JSON_COLUMNS: tuple[str, ...] = ("parsed", "scores", "confidences", "field_correct", "repairs")
+JSON_COLUMNS: tuple[str, ...] = (
+    "parsed", "scores", "reasons", "confidences", "field_correct", "repairs",
+)  # fmt: skip
 """Columns holding dicts/lists; stored as JSON text in CSV and Parquet files."""
 _INT_COLUMNS = ("repeat", "prompt_tokens", "completion_tokens", "cached_tokens")
 _FLOAT_COLUMNS = ("score", "confidence", "cost_usd", "latency_s", "ttft_s")
@@ -129,23 +132,48 @@ class Results:
             out["warnings"] = out[by].map(modes["warnings"].map(len)).fillna(0).astype("int64")
         return out.merge(_vs_best(df, out, by), on=by, how="left")
 
-    def compare(self, a: str, b: str, by: str = "variant") -> PairedResult:
+    def compare(
+        self, a: str, b: str, by: str = "variant", *, fallbacks: str = "exclude"
+    ) -> PairedResult:
         """Paired comparison of two groups on the items both answered (score interval and the
         test it inverts; ``significant`` iff the interval excludes 0). Unadjusted: with more
-        than two groups a note says so; `labkit.stats.pairwise_comparisons` adjusts (Holm)."""
+        than two groups a note says so; `labkit.stats.pairwise_comparisons` adjusts (Holm).
+
+        When `a` and `b` ask for different models, answers a fallback model gave are left out
+        (``fallbacks="exclude"``, a note counts them): they score the fallback, not the model
+        compared. ``fallbacks="include"`` keeps them, with a note naming who answered.
+        """
         from dataclasses import replace
 
         from . import stats
+        from .diagnostics import own_answers
 
-        r = stats.paired_comparison(self.df, a, b, by=by)
+        if fallbacks not in ("exclude", "include"):
+            raise ValueError(f"fallbacks={fallbacks!r}: use 'exclude' or 'include'")
+        sub, left_out = own_answers(self.df, [a, b], by) if by in self.df else (self.df, 0)
+        if fallbacks == "include":
+            sub = self.df
+        r = stats.paired_comparison(sub, a, b, by=by)
+        notes = list(r.notes)
+        if left_out:
+            who = _answered_by(self.df, [a, b], by)
+            notes.append(
+                f"{left_out} answers given by a fallback model were "
+                + ("kept" if fallbacks == "include" else "left out")
+                + f" (answered by: {who}); "
+                + (
+                    "they score the fallback, not the model compared"
+                    if fallbacks == "include"
+                    else "compare(..., fallbacks='include') keeps them"
+                )
+            )
         groups = self.df[by].nunique() if by in self.df else 0
         if groups > 2:
-            note = (
+            notes.append(
                 f"one of {groups * (groups - 1) // 2} possible pairs of {groups} groups: p and "
                 "interval are not adjusted; pairwise_comparisons gives Holm-adjusted ones"
             )
-            r = replace(r, notes=(*r.notes, note))
-        return r
+        return replace(r, notes=tuple(notes)) if notes != list(r.notes) else r
 
     def calibration(self, field: str | None = None, by: str = "variant") -> CalibrationResult:
         """Self-reported confidence vs correctness (row-level, or one field's)."""
@@ -298,6 +326,16 @@ _SHOWN = (
 )  # fmt: skip
 
 
+def _answered_by(df: pd.DataFrame, groups: Sequence[str], by: str) -> str:
+    """ "group: model (count), …" over the answered rows of `groups`."""
+    rows = df[df[by].isin(list(groups)) & df["error"].isna()]
+    parts = []
+    for g, sub in rows.groupby(by, sort=False):
+        counts = sub["model_id"].dropna().astype(str).value_counts()
+        parts.append(f"{g}: " + ", ".join(f"{m} ({c})" for m, c in counts.items()))
+    return "; ".join(parts)
+
+
 def _vs_best(df: pd.DataFrame, table: pd.DataFrame, by: str) -> pd.DataFrame:
     """``p_vs_best`` and ``p_holm_vs_best`` per group (NaN for the best-rated one itself)."""
     import pandas as pd
@@ -343,8 +381,8 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else str(v))
     for col in _TEXT_COLUMNS:
         df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else v)
-    for col, empty in (("scores", dict), ("confidences", dict), ("field_correct", dict)):
-        df[col] = [v if isinstance(v, dict) else empty() for v in df[col]]
+    for col in ("scores", "reasons", "confidences", "field_correct"):
+        df[col] = [v if isinstance(v, dict) else {} for v in df[col]]
     df["repairs"] = [list(v) if isinstance(v, list | tuple) else [] for v in df["repairs"]]
     df["parsed"] = df["parsed"].astype(object).map(lambda v: None if _missing(v) else v)
     return df.reset_index(drop=True)

@@ -623,8 +623,9 @@ def test_item_matrix_shows_inputs_labels_and_every_variant(client: Client) -> No
     assert esc(json.dumps(first["expected"], ensure_ascii=False)) in html  # the label
     for v in results.variants:
         assert f">{v}</th>" in html
-    # a failing cell says why: expected vs got
-    assert "sentiment: expected" in html and "✗ fail" in html and "conf " in html
+    # a failing cell says why, in the evaluator's own words (the frame's `reasons` column)
+    assert "field_match: sentiment is" in html and ", expected " in html
+    assert "✗ fail" in html and "conf " in html
 
 
 def test_item_matrix_filters_agree_with_pandas(client: Client) -> None:

@@ -125,6 +125,10 @@ class ExperimentBuilder:
             tooltip="first N rows (0 = all)", layout=w.Layout(width="150px"),
         )  # fmt: skip
         self.dataset_preview = w.HTML()
+        # What stops a run, shown beside the field it is about (and summed up under Run).
+        self.dataset_check = w.HTML()
+        self.prompts_check = w.HTML()
+        self.models_check = w.HTML()
         self.dataset_pick.observe(guarded(self.dataset_notice, self._pick_changed), names="value")
         self.dataset_path.observe(
             guarded(self.dataset_notice, lambda _: self.load_clicked()), names="value"
@@ -247,12 +251,16 @@ class ExperimentBuilder:
                 w.HTML("<b style='font-size:15px'>Experiment builder</b>"),
                 section("1 · Dataset"),
                 w.HBox([self.dataset_pick, self.dataset_path, self.load_button, self.rows]),
+                self.dataset_check,
                 self.dataset_notice.widget,
                 self.dataset_preview,
                 section("2 · Prompt variants"),
                 self.editor.widget,
+                self.prompts_check,
                 section("3 · Models"),
-                w.HBox([w.VBox([self.model_pick, self.model_add]), self.model_info]),
+                w.HBox(
+                    [w.VBox([self.model_pick, self.model_add, self.models_check]), self.model_info]
+                ),
                 section("4 · Output schema, evaluators, parameters"),
                 w.HBox([self.schema_text, self.schema_from_labels]),
                 self.schema_check,
@@ -300,14 +308,25 @@ class ExperimentBuilder:
             return
         self._validating = True
         try:
-            problems = self.problems()
+            by_field = self.field_problems()
         finally:
             self._validating = False
+        problems = [p for issues in by_field.values() for p in issues]
+        for name, box in (
+            ("dataset", self.dataset_check),
+            ("prompts", self.prompts_check),
+            ("models", self.models_check),
+        ):
+            box.value = "".join(
+                f"<div class='labkit-field-error' style='color:#a94442;font-size:12px'>"
+                f"✗ {esc(p)}</div>"
+                for p in by_field[name]
+            )
         self.run_button.disabled = bool(problems)
         self.run_button.tooltip = "fix first: " + "; ".join(problems) if problems else "Run"
         if self.notice.text.startswith("cannot run yet"):
             if problems:
-                self.notice.error("cannot run yet:\n" + "\n".join(f"• {p}" for p in problems))
+                self.notice.error(_cannot_run(problems))
             else:
                 self.notice.clear()
 
@@ -553,17 +572,22 @@ class ExperimentBuilder:
 
     def problems(self) -> list[str]:
         """Everything that stops a run, each naming its fix (empty = ready)."""
-        out: list[str] = []
+        return [p for issues in self.field_problems().values() for p in issues]
+
+    def field_problems(self) -> dict[str, list[str]]:
+        """`problems` by the field they are about: dataset, prompts, models, schema (each is
+        shown beside its field; a prompt's own issues also under that prompt)."""
+        out: dict[str, list[str]] = {"dataset": [], "prompts": [], "models": [], "schema": []}
         if self.dataset is None:
-            out.append("no dataset: pick a bundled one or load a file")
+            out["dataset"].append("no dataset: pick a bundled one or load a file")
         if not self.prompt_rows:
-            out.append("no prompt variant: press 'add variant'")
+            out["prompts"].append("no prompt variant: press 'add variant'")
         for name, issues in self._check_prompts():
-            out += [f"prompt {name!r}: {p}" for p in issues if "no {{column}}" not in p]
+            out["prompts"] += [f"prompt {name!r}: {p}" for p in issues if "no {{column}}" not in p]
         if not self.model_pick.value:
-            out.append("no model selected: pick at least one in the model list")
+            out["models"].append("no model selected: pick at least one in the model list")
         if not self._check_schema():
-            out.append("the schema does not parse (see the message under it)")
+            out["schema"].append("the schema does not parse (see the message under it)")
         return out
 
     def build(self) -> Experiment:
@@ -598,7 +622,7 @@ class ExperimentBuilder:
         self.notice.clear()
         problems = self.problems()
         if problems:
-            self.notice.error("cannot run yet:\n" + "\n".join(f"• {p}" for p in problems))
+            self.notice.error(_cannot_run(problems))
             return None
         exp = self.build()
         self.experiment = exp
@@ -629,6 +653,9 @@ class ExperimentBuilder:
         self.experiment.stop()
         self._stopping = True
         self.stop_button.disabled = True
+        # No "~N s left" from here on: the skipped calls will not run.
+        text = _without_eta(self.experiment.progress.describe())
+        self.progress_text.value = f"<span style='font-size:12px'>{esc(text)} · stopping</span>"
         self.notice.info("stopping: the calls in flight finish, the rest are skipped")
 
     def wait(self, timeout: float | None = None) -> Results | None:
@@ -756,6 +783,13 @@ class ExperimentBuilder:
         self.exporter = ExportPanel(results, path=self.export_path)
         self.export_box.children = [self.exporter.widget]
         self.policy.refresh()
+
+
+def _cannot_run(problems: Sequence[str]) -> str:
+    """The summary under Run; each problem is also marked beside its own field."""
+    return "cannot run yet (each is marked ✗ beside its field above):\n" + "\n".join(
+        f"• {p}" for p in problems
+    )
 
 
 def _without_eta(text: str) -> str:
