@@ -218,7 +218,7 @@ def test_builder_says_what_is_wrong_beside_each_field(client: Client) -> None:
     assert not b.run_button.disabled and b.notice.text == ""
 
 
-def test_stop_drops_the_eta_at_once(client: Client) -> None:
+def test_a_running_grid_charts_its_rows_so_far_and_stop_drops_the_eta(client: Client) -> None:
     from labkit.widgets import ExperimentBuilder
 
     slow = FakeBackend(lambda r: json.dumps({"sentiment": "positive"}), latency=0.05)
@@ -234,7 +234,14 @@ def test_stop_drops_the_eta_at_once(client: Client) -> None:
     while "s left" not in b.progress_text.value and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "s left" in b.progress_text.value  # the ETA showed while running
+    # the success chart of the rows done so far is drawn while the grid runs
+    while "success" not in b.charts.figures and time.monotonic() < deadline:
+        time.sleep(0.02)
+    live = b.charts.figures["success"]
+    assert "so far:" in live.layout.title.text and b.future is not None and not b.future.done()
     b.stop_clicked()
     assert "s left" not in b.progress_text.value and "stopping" in b.progress_text.value
     b.wait(30)
     assert "s left" not in b.progress_text.value and "stopped" in b.progress_text.value
+    final = b.charts.figures["success"]  # the final chart replaced the live one
+    assert "so far" not in final.layout.title.text and "forest" in b.charts.figures

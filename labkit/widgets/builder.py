@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import FigureBox, Notice, describe_error, esc, guarded
+from ._models import models_html
 from .prompts import PromptEditor, PromptRow
 
 if TYPE_CHECKING:
@@ -95,12 +96,16 @@ class ExperimentBuilder:
         self.future: concurrent.futures.Future[Results] | None = None
         self.results: Results | None = None
         self.timings: dict[str, float] = {}
-        """Seconds from Run to: 'results' (grid done), 'first_chart', 'all' (every tab built)."""
+        """Seconds from Run to: 'first_chart' (the live chart of the rows done so far, or the
+        final one when the grid finishes first), 'results' (grid done), 'final_chart', 'all'
+        (every tab built)."""
         self._finished = threading.Event()
         self._finished.set()
         self._last_draw = 0.0
         self._run_started = 0.0
         self._stopping = False
+        self._live = threading.Lock()
+        self._live_on = False
 
         # ---- dataset
         self.notice = Notice()
@@ -461,42 +466,7 @@ class ExperimentBuilder:
         self.model_pick.value = tuple(models)
 
     def _show_models(self) -> None:
-        reg = self.client.registry
-        picked = list(self.model_pick.value)
-        try:
-            active = reg.profile(self.client.profile)
-        except Exception as exc:  # a bad LABKIT_PROFILE must not break the form
-            self.model_info.value = f"<span style='color:#a94442'>{esc(describe_error(exc))}</span>"
-            return
-        if not picked:
-            self.model_info.value = (
-                "<div style='font-size:12px;color:#777'>select one or more models "
-                f"(ctrl/shift-click); active profile: <b>{esc(active)}</b></div>"
-            )
-            return
-        lines = [f"active profile: <b>{esc(active)}</b>"]
-        for name in picked:
-            if name in reg.aliases:
-                cfg = reg.aliases[name]
-                targets = " · ".join(
-                    f"{'<b>' if p == active else ''}{p}: {esc(_target(cfg.target(p)))}"
-                    f"{'</b>' if p == active else ''}"
-                    for p in ("dev", "staging", "prod")
-                )
-                lines.append(f"<code>{esc(name)}</code> (alias) → {targets}")
-            else:
-                info = reg.info(name)
-                facts = [
-                    "JSON mode" if info.json_mode else "free text",
-                    f"context {info.context_window}" if info.context_window else "",
-                    _price(info.input_cost_per_token, info.output_cost_per_token),
-                ]
-                lines.append(f"<code>{esc(name)}</code>: " + ", ".join(esc(f) for f in facts if f))
-        self.model_info.value = (
-            "<div style='font-size:12px;line-height:1.5;padding-left:8px'>"
-            + "<br>".join(lines)
-            + "</div>"
-        )
+        self.model_info.value = models_html(self.client, list(self.model_pick.value))
 
     # ================================================================= schema
     def schema(self) -> Any:
@@ -643,7 +613,32 @@ class ExperimentBuilder:
             self._finished.set()
             raise
         self.future.add_done_callback(self._done)
+        self._live_on = True
+        threading.Thread(target=self._live_chart, name="labkit-builder-live", daemon=True).start()
         return self.future
+
+    def _live_chart(self, first: float = 0.4, every: float = 1.5) -> None:
+        """While a grid runs, draw the success chart of the rows done so far (first after
+        `first` s, then every `every` s): a long grid shows where it is heading at once."""
+        from .. import plots
+
+        wait = first
+        while not self._finished.wait(wait):
+            wait = every
+            exp, fut = self.experiment, self.future
+            if exp is None or fut is None or fut.done():
+                return
+            df = exp.results.df  # a snapshot: rows are appended on the loop thread
+            if df.empty:
+                continue
+            fig = plots.success_chart(df)
+            state = exp.progress
+            fig.update_layout(title=f"{fig.layout.title.text} · so far: {state.done}/{state.total}")
+            with self._live:
+                if not self._live_on:
+                    return
+                self.charts.set({"success": fig})
+                self.timings.setdefault("first_chart", time.perf_counter() - self._run_started)
 
     def stop_clicked(self) -> None:
         """What Stop does: calls in flight finish, the rest are skipped; partial results show."""
@@ -687,6 +682,8 @@ class ExperimentBuilder:
         ).start()
 
     def _finish(self, fut: concurrent.futures.Future[Results]) -> None:
+        with self._live:  # no partial chart may land over the final ones
+            self._live_on = False
         try:
             self._idle()
             if fut.cancelled():
@@ -733,7 +730,8 @@ class ExperimentBuilder:
             self.charts.clear()
             return
         self.charts.set({"success": plots.success_chart(df)})
-        self.timings["first_chart"] = time.perf_counter() - self._run_started
+        self.timings["final_chart"] = time.perf_counter() - self._run_started
+        self.timings.setdefault("first_chart", self.timings["final_chart"])
         self.summary.value = (
             "<div style='font-size:12px;max-height:260px;overflow:auto'>"
             f"{results._repr_html_()}</div>"
@@ -806,20 +804,6 @@ def _error_summary(df: Any) -> str:
         first = " ".join(str(rows["error"].iloc[0]).split())[:200]
         lines.append(f"• {model}: {len(rows)}/{total} ({rows['error_type'].iloc[0]}: {first})")
     return "\n".join(lines)
-
-
-def _target(target: Any) -> str:
-    if isinstance(target, dict):
-        return " / ".join(f"{m} {w:g}" for m, w in target.items())
-    return str(target)
-
-
-def _price(cost_in: float | None, cost_out: float | None) -> str:
-    if cost_in is None and cost_out is None:
-        return ""
-    if not cost_in and not cost_out:
-        return "free"
-    return f"${(cost_in or 0) * 1e6:.2f} / ${(cost_out or 0) * 1e6:.2f} per 1M tokens in/out"
 
 
 def _fields(schema: Any) -> list[str]:
