@@ -277,20 +277,51 @@ class FailureModes:
         )
 
     def _repr_html_(self) -> str:
+        """Per variant: success vs baseline, warnings, then where the answers go: what it
+        predicted, accuracy per label and the confusion matrix (expected x predicted)."""
         from .widgets._common import esc
 
-        parts = ["<div style='font-size:12px'>"]
+        parts = ["<div class='labkit-modes' style='font-size:12px'>"]
         for r in self.table.to_dict("records"):
+            v = r["variant"]
             base = (
                 f" · baseline {r['baseline']:.0%} (always {esc(r['baseline_answer'])})"
                 if r["baseline"] == r["baseline"]
                 else ""
             )
             rate = f"{r['rate']:.0%}" if r["rate"] == r["rate"] else "n/a"
-            parts.append(f"<b>{esc(r['variant'])}</b>: success {rate}{base}")
+            parts.append(f"<b>{esc(v)}</b>: success {rate}{base}")
             parts += [f"<br>&nbsp;&nbsp;⚠ {esc(w)}" for w in r["warnings"]]
+            for f in self.fields:
+                parts.append(self._field_html(v, f))
             parts.append("<br>")
         return "".join(parts) + "</div>"
+
+    def _field_html(self, variant: str, field: str) -> str:
+        from .widgets._common import esc
+
+        d = self.distribution
+        d = d[(d["variant"] == variant) & (d["field"] == field)]
+        p = self.per_label
+        p = p[(p["variant"] == variant) & (p["field"] == field)]
+        said = ", ".join(f"{esc(x)} {s:.0%}" for x, s in zip(d["value"], d["share"], strict=True))
+        acc = ", ".join(
+            f"{esc(lab)} {int(c)}/{int(n)}"
+            for lab, c, n in zip(p["label"], p["correct"], p["n"], strict=True)
+        )
+        cm = self.confusion(variant, field)
+        table = (
+            cm.to_html(classes="labkit-table labkit-confusion", border=0).replace(
+                "<table", "<table style='font-size:11px;border-collapse:collapse'", 1
+            )
+            if not cm.empty
+            else ""
+        )
+        return (
+            f"<br>&nbsp;&nbsp;<code>{esc(field)}</code> predicted: {said or '–'} · right per "
+            f"label: {acc or '–'}<details style='margin-left:12px'><summary style='color:#555'>"
+            f"confusion matrix (rows expected, columns predicted)</summary>{table}</details>"
+        )
 
 
 def failure_modes(

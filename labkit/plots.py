@@ -271,6 +271,10 @@ def forest_chart(
     if len(shown) > 1:  # draw and decide on the Holm-adjusted intervals
         shown = shown.assign(ci_low=shown["ci_low_holm"], ci_high=shown["ci_high_holm"])
         title = title.replace("paired CI)", "paired CI, Holm-adjusted across pairs)")
+        title += (
+            "<br><sup>Holm-adjusted: each interval widened so that, over all these pairs, the "
+            f"chance of any false 'significant' stays under {alpha:.0%}</sup>"
+        )
     verdicts = np.array(
         [
             significant({"ci_low": lo, "ci_high": hi})

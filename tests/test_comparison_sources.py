@@ -245,3 +245,23 @@ def test_a_running_grid_charts_its_rows_so_far_and_stop_drops_the_eta(client: Cl
     assert "s left" not in b.progress_text.value and "stopped" in b.progress_text.value
     final = b.charts.figures["success"]  # the final chart replaced the live one
     assert "so far" not in final.layout.title.text and "forest" in b.charts.figures
+
+
+def test_failure_modes_view_shows_where_the_answers_go(judged: Results) -> None:
+    html = judged.failure_modes()._repr_html_()
+    v = "short · fake/m"
+    assert f"<b>{v}</b>: success 33%" in html
+    assert "predicted: positive 100%" in html
+    assert "right per label: positive 1/1, negative 0/1, neutral 0/1" in html
+    assert "labkit-confusion" in html and "rows expected, columns predicted" in html
+
+
+def test_the_forest_plot_says_what_holm_means_where_it_uses_it() -> None:
+    from frames import make_results
+
+    from labkit import plots
+
+    several = plots.forest_chart(make_results(n_items=30, seed=0))
+    assert "Holm-adjusted: each interval widened" in several.layout.title.text
+    one = plots.forest_chart(binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5))
+    assert "Holm" not in one.layout.title.text  # one pair: the plain interval, no jargon

@@ -455,6 +455,9 @@ def test_builder_run_shows_progress_results_charts_and_tabs(fake_client: Client)
     assert {"success", "forest", "cost", "latency"} <= set(b.charts.figures)
     assert len(b.charts.widget.outputs) == len(b.charts.figures)
     assert "Results(" in b.summary.value
+    assert (
+        "accuracy per label" in b.summary.value and "sentiment</code> predicted:" in b.summary.value
+    )
     assert b.compare is not None and b.compare.result.n_items == 12
     assert b.traces is not None and b.traces.run.value == results.meta["run_id"]
     assert b.exporter is not None and b.exporter.notice.kind == ""

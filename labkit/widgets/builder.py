@@ -734,7 +734,9 @@ class ExperimentBuilder:
         self.timings.setdefault("first_chart", self.timings["final_chart"])
         self.summary.value = (
             "<div style='font-size:12px;max-height:260px;overflow:auto'>"
-            f"{results._repr_html_()}</div>"
+            f"{results._repr_html_()}<details class='labkit-modes-details'><summary>failure "
+            "modes: predicted values, accuracy per label, confusion matrix</summary>"
+            f"{results.failure_modes()._repr_html_()}</details></div>"
         )
         modes = results.failure_modes().table  # the baseline marks on the success chart
         baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
