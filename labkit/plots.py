@@ -249,11 +249,12 @@ def forest_chart(
     several pairs the intervals drawn are Holm-adjusted (`ci_low_holm` / `ci_high_holm`), so
     that the family of verdicts holds its level; with one pair they are the plain interval. The
     verdict follows `labkit.diagnostics.significant` (the drawn interval excludes 0), the same
-    rule as the compare view's header, and the legend says so.
+    rule as the compare view's header, and the legend says so. Comparing models, answers a
+    fallback model gave are left out (as `Results.compare` does) and the title says how many.
     """
     import plotly.graph_objects as go
 
-    from .diagnostics import significant
+    from .diagnostics import own_answers, significant
 
     what = f"vs {baseline}" if baseline is not None else "all pairs"
     title = (
@@ -263,6 +264,12 @@ def forest_chart(
     )
     if (fig := _guard(df, title, [by, "item_id", "passed"])) is not None:
         return fig
+    df, left_out = own_answers(df, pd.unique(df[by]), by)  # as Results.compare does
+    if left_out:
+        title += (
+            f"<br><sup>{left_out} answers given by a fallback model left out: they are not the "
+            "model's own</sup>"
+        )
     t = stats.pairwise_comparisons(df, by, baseline, alpha=alpha, n_boot=n_boot, seed=seed)
     shown = t[t["n_items"] > 0]
     if shown.empty:

@@ -265,3 +265,12 @@ def test_the_forest_plot_says_what_holm_means_where_it_uses_it() -> None:
     assert "Holm-adjusted: each interval widened" in several.layout.title.text
     one = plots.forest_chart(binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5))
     assert "Holm" not in one.layout.title.text  # one pair: the plain interval, no jargon
+
+
+def test_the_forest_plot_of_models_leaves_out_a_fallbacks_answers() -> None:
+    from labkit import plots
+
+    fig = plots.forest_chart(_fallback_frame())
+    assert "10 answers given by a fallback model left out" in fig.layout.title.text
+    [n_items] = {int(c[4]) for trace in fig.data for c in trace.customdata}
+    assert n_items == 10  # the same items Results.compare uses
