@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,7 +24,7 @@ from labkit.testing import FakeBackend
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from frames import binary_frame
+from frames import binary_frame, fallback_frame
 
 ITEMS = [
     {"id": "a", "review": "Love it", "expected": {"sentiment": "positive"}},
@@ -121,18 +120,8 @@ def test_reasons_text_falls_back_to_fields_only_without_a_stored_reason() -> Non
 # ----------------------------------------------------------------------------- fallbacks
 
 
-def _fallback_frame() -> Any:
-    """big answers items 0, 2, 4, ... itself and the rest through its fallback, mini."""
-    df = binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5, names=("p · big", "p · mini"))
-    df["model"] = df["variant"].map({"p · big": "openai/big-2024", "p · mini": "openai/mini-2024"})
-    df["model_id"] = df["model"]
-    fell_back = (df["variant"] == "p · big") & (df.index % 2 == 1)
-    df.loc[fell_back, "model_id"] = "openai/mini-2024"
-    return df
-
-
 def test_results_compare_of_models_leaves_out_a_fallbacks_answers() -> None:
-    res = Results(_fallback_frame())
+    res = Results(fallback_frame())
     own = res.compare("p · big", "p · mini")
     assert own.n_items == 10  # only the items big answered itself
     assert own.rate_a == 1.0  # big's own answers are the even items, all right
@@ -147,14 +136,14 @@ def test_results_compare_of_models_leaves_out_a_fallbacks_answers() -> None:
 
 
 def test_comparing_prompts_on_one_model_keeps_every_row() -> None:
-    df = _fallback_frame()
+    df = fallback_frame()
     df["model"] = "openai/big-2024"  # both variants ask the same model: prompts compared
     r = Results(df).compare("p · big", "p · mini")
     assert r.n_items == 20 and not any("fallback" in n for n in r.notes)
 
 
 def test_summary_and_charts_name_the_model_that_answered() -> None:
-    res = Results(build_frame(list(enumerate(_fallback_frame().to_dict("records")))))
+    res = Results(build_frame(list(enumerate(fallback_frame().to_dict("records")))))
     s = res.summary().set_index("variant")
     assert s.loc["p · big", "answered_by"] == "openai/big-2024 (10), openai/mini-2024 (10)"
     ticks = res.charts()["success"].layout.xaxis.ticktext
@@ -270,7 +259,7 @@ def test_the_forest_plot_says_what_holm_means_where_it_uses_it() -> None:
 def test_the_forest_plot_of_models_leaves_out_a_fallbacks_answers() -> None:
     from labkit import plots
 
-    fig = plots.forest_chart(_fallback_frame())
+    fig = plots.forest_chart(fallback_frame())
     assert "10 answers given by a fallback model left out" in fig.layout.title.text
     [n_items] = {int(c[4]) for trace in fig.data for c in trace.customdata}
     assert n_items == 10  # the same items Results.compare uses
