@@ -606,6 +606,7 @@ class ExperimentBuilder:
         self.run_button.disabled = True
         self.stop_button.disabled = False
         exp.on_progress.append(self._on_progress)
+        self._live_on = True  # before start: a grid that ends at once turns it off again
         try:
             self.future = exp.start(progress=False)
         except Exception:
@@ -613,7 +614,6 @@ class ExperimentBuilder:
             self._finished.set()
             raise
         self.future.add_done_callback(self._done)
-        self._live_on = True
         threading.Thread(target=self._live_chart, name="labkit-builder-live", daemon=True).start()
         return self.future
 
