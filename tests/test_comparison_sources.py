@@ -263,3 +263,13 @@ def test_the_forest_plot_of_models_leaves_out_a_fallbacks_answers() -> None:
     assert "10 answers given by a fallback model left out" in fig.layout.title.text
     [n_items] = {int(c[4]) for trace in fig.data for c in trace.customdata}
     assert n_items == 10  # the same items Results.compare uses
+
+
+def test_the_export_panels_evidence_compares_each_models_own_answers() -> None:
+    from labkit.widgets import ExportPanel
+
+    res = Results(build_frame(list(enumerate(fallback_frame().to_dict("records")))))
+    _, pairs = ExportPanel(res).evidence_frame("p · mini")
+    [pair] = pairs.to_dict("records")
+    assert pair["a"] == "p · big" and pair["n_items"] == 10  # as res.compare("p · big", ...)
+    assert pair["diff"] == res.compare("p · big", "p · mini").diff

@@ -124,6 +124,7 @@ class ExportPanel:
     def evidence_frame(self, variant: str) -> tuple[Any, Any]:
         """(success table of every variant, paired comparisons of `variant` vs each other)."""
         from .. import stats
+        from ..diagnostics import own_answers
 
         df = self.results.df
         rates = stats.success_rates(df)
@@ -131,7 +132,8 @@ class ExportPanel:
         table = rates.merge(cost, on="variant", how="left")
         pairs = None
         if len(self.results.variants) > 1:
-            pairs = stats.pairwise_comparisons(df, baseline=variant)
+            own, _ = own_answers(df, self.results.variants)  # as Results.compare does
+            pairs = stats.pairwise_comparisons(own, baseline=variant)
         return table, pairs
 
     def show_evidence(self) -> None:
