@@ -1,6 +1,6 @@
 """The builder's model notes: what each picked alias or id resolves to, its JSON mode, context
-window and price, under the active profile (kept apart so the builder stays one screen of
-form logic)."""
+window and price, under the active profile, and after a run which models failed how often
+(kept apart so the builder stays one screen of form logic)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,14 @@ def _price(cost_in: float | None, cost_out: float | None) -> str:
     if not cost_in and not cost_out:
         return "free"
     return f"${(cost_in or 0) * 1e6:.2f} / ${(cost_out or 0) * 1e6:.2f} per 1M tokens in/out"
+
+
+def error_summary(df: Any) -> str:
+    """Which models failed how often, with the first message: what to fix, in one place."""
+    failed = df[df["error"].notna()]
+    lines = [f"{len(failed)} of {len(df)} calls failed (error rows count as failures):"]
+    for model, rows in failed.groupby("model", sort=False):
+        total = int((df["model"] == model).sum())
+        first = " ".join(str(rows["error"].iloc[0]).split())[:200]
+        lines.append(f"• {model}: {len(rows)}/{total} ({rows['error_type'].iloc[0]}: {first})")
+    return "\n".join(lines)

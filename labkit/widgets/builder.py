@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._common import FigureBox, Notice, describe_error, esc, guarded
-from ._models import models_html
+from ._models import error_summary, models_html
 from .prompts import PromptEditor, PromptRow
 
 if TYPE_CHECKING:
@@ -96,9 +96,8 @@ class ExperimentBuilder:
         self.future: concurrent.futures.Future[Results] | None = None
         self.results: Results | None = None
         self.timings: dict[str, float] = {}
-        """Seconds from Run to: 'first_chart' (the live chart of the rows done so far, or the
-        final one when the grid finishes first), 'results' (grid done), 'final_chart', 'all'
-        (every tab built)."""
+        """Seconds from Run to: 'first_chart' (live, of the rows so far; else the final one),
+        'results' (grid done), 'final_chart', 'all' (every tab built)."""
         self._finished = threading.Event()
         self._finished.set()
         self._last_draw = 0.0
@@ -712,7 +711,7 @@ class ExperimentBuilder:
                         "partial. Run again to resume (finished calls come from the cache)."
                     )
                 elif state.errors:
-                    self.notice.warn(_error_summary(results.df))
+                    self.notice.warn(error_summary(results.df))
             guarded(self.notice, self.show_results)(results)
         finally:
             self._finished.set()
@@ -787,25 +786,13 @@ class ExperimentBuilder:
 
 def _cannot_run(problems: Sequence[str]) -> str:
     """The summary under Run; each problem is also marked beside its own field."""
-    return "cannot run yet (each is marked ✗ beside its field above):\n" + "\n".join(
-        f"• {p}" for p in problems
-    )
+    lines = "\n".join(f"• {p}" for p in problems)
+    return f"cannot run yet (each is marked ✗ beside its field above):\n{lines}"
 
 
 def _without_eta(text: str) -> str:
     """A progress line without its "~N s left": after Stop there is nothing left to wait for."""
     return " · ".join(p for p in text.split(" · ") if not p.endswith(" s left"))
-
-
-def _error_summary(df: Any) -> str:
-    """Which models failed how often, with the first message: what to fix, in one place."""
-    failed = df[df["error"].notna()]
-    lines = [f"{len(failed)} of {len(df)} calls failed (error rows count as failures):"]
-    for model, rows in failed.groupby("model", sort=False):
-        total = int((df["model"] == model).sum())
-        first = " ".join(str(rows["error"].iloc[0]).split())[:200]
-        lines.append(f"• {model}: {len(rows)}/{total} ({rows['error_type'].iloc[0]}: {first})")
-    return "\n".join(lines)
 
 
 def _fields(schema: Any) -> list[str]:
