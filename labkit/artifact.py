@@ -60,6 +60,7 @@ __all__ = [
     "atomic_write",
     "check_models",
     "history_dir",
+    "measured_on",
     "read_config",
     "rollback",
     "save_config",
@@ -530,6 +531,16 @@ def versions(path: str | Path) -> list[VersionInfo]:
     """Every saved version of a config, oldest first: who saved what, when, with which evidence
     (`labkit.history` adds the upgrade watch's verdicts from production traces)."""
     return _read_log(Path(path))
+
+
+def measured_on(info: VersionInfo) -> tuple[int | None, str] | None:
+    """(n, what) a version's rate was measured on; None when it carries no rate. Two versions
+    with different (n, what) measured different item sets: their rates are not comparable."""
+    ev = info.evidence or {}
+    if ev.get("value") is None:
+        return None
+    where = ev.get("dataset") or ("the regression suite" if info.action != "export" else "?")
+    return ev.get("n"), str(where)
 
 
 def _summary(ev: Evidence | None) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .artifact import read_config, rollback
+from .artifact import measured_on, read_config, rollback
 from .client import Client
 from .deploy import gate, load_config
 from .errors import ConfigError, LabkitError
@@ -351,16 +351,10 @@ def _history(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(v.model_dump(mode="json")))
             continue
-        ev = v.evidence or {}
-        value = ev.get("value")
-        where = ev.get("dataset") or ("the regression suite" if v.action != "export" else "?")
-        shown = (
-            f"{ev.get('metric')} {value:.3f} on n={ev.get('n')} of {where}"
-            if value is not None
-            else "-"
-        )
-        if value is not None:
-            bases.add((ev.get("n"), where))
+        ev, on = v.evidence or {}, measured_on(v)
+        shown = f"{ev.get('metric')} {ev['value']:.3f} on n={on[0]} of {on[1]}" if on else "-"
+        if on:
+            bases.add(on)
         extra = f" from v{v.restored_from}" if v.restored_from else ""
         print(
             f"v{v.version:<3} {v.created_at}  {v.author:<10} {v.action}{extra:<8} {v.model}  "

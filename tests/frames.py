@@ -137,3 +137,14 @@ def binary_frame(
             "error": None,
         }
     )
+
+
+def fallback_frame() -> pd.DataFrame:
+    """Two models on 20 items: big (right on the even items) answered the odd ones through its
+    fallback, mini; mini answers for itself. A fair comparison of models uses 10 items."""
+    df = binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5, names=("p · big", "p · mini"))
+    df["model"] = df["variant"].map({"p · big": "openai/big-2024", "p · mini": "openai/mini-2024"})
+    df["model_id"] = df["model"]
+    fell_back = (df["variant"] == "p · big") & (df.index % 2 == 1)
+    df.loc[fell_back, "model_id"] = "openai/mini-2024"
+    return df

@@ -280,6 +280,24 @@ def test_ab_notebook_runs_and_the_builder_draws_its_charts(lab: Lab, browser: An
     page.evaluate("() => document.querySelector('.labkit-builder').scrollIntoView()")
     page.wait_for_timeout(300)
     screenshot(page, "browser_ab_form.png")
+
+    # A broken schema is marked beside the schema box and Run is disabled; fixing it clears both.
+    from playwright.sync_api import expect
+
+    schema = builder.locator("textarea[placeholder^='JSON']")
+    good = schema.input_value()
+    run = builder.locator("button.widget-button", has_text="Run")
+    schema.fill('{"sentiment": [positive]}')
+    mark = builder.locator(".widget-html-content", has_text="not valid JSON")
+    expect(mark).to_be_visible()
+    expect(run).to_be_disabled()
+    box, said = schema.bounding_box(), mark.bounding_box()
+    assert box and said and 0 <= said["y"] - (box["y"] + box["height"]) < 60, (box, said)
+    mark.scroll_into_view_if_needed()
+    screenshot(page, "browser_form_error_beside_field.png")
+    schema.fill(good)
+    expect(mark).to_have_count(0)
+    expect(run).to_be_enabled()
     print(f"run all: {ran_in:.1f} s; Run to charts: {to_charts:.1f} s; screenshot: {shot}")
     page.close()
 

@@ -2,7 +2,7 @@
 
 A success rate alone can crown a variant that answers "positive" to every review: on a dataset
 with 44% positive labels it scores 44%, and nothing else in a summary says so. `failure_modes`
-reads the same results frame as `labkit.stats` and adds, per variant:
+reads the same results frame as `labkit.experiments.stats` and adds, per variant:
 
 * the **majority-class baseline**: the success rate of always giving the most common label
   (over the variant's own rows), printed beside every success rate;
@@ -41,6 +41,9 @@ __all__ = [
     "dataset_records",
     "expected_labels",
     "failure_modes",
+    "own_answers",
+    "reasons_column",
+    "reasons_text",
     "significant",
     "verdict",
 ]
@@ -169,6 +172,71 @@ def answered_by_other(df: pd.DataFrame) -> pd.Series:
     return asked.str.contains("/", regex=False) & (asked != got) & ok & df["model_id"].notna()
 
 
+def reasons_text(row: Mapping[str, Any], expected: Mapping[str, Any] | None = None) -> str:
+    """Why a results row passed or failed, in words: the one text the item matrix, the compare
+    view and exports show.
+
+    Read from what the row stores: its error, the evaluators' own `reasons` (the results
+    frame's column) for every evaluator that did not give full marks, and a parse failure.
+    Only a row with no stored reason (a frame from before the column, or a run without
+    evaluators) gets its field mismatches spelled out from `field_correct` and `expected`.
+    """
+    err = row.get("error")
+    if isinstance(err, str) and err:
+        return f"error: {err}"
+    given, graded = row.get("reasons"), row.get("scores")
+    stored: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    scores: Mapping[str, Any] = graded if isinstance(graded, Mapping) else {}
+    parts: list[str] = []
+    for name, value in scores.items():
+        if name == "human" or not isinstance(value, int | float):
+            continue
+        if math.isnan(value) or value < 1:
+            said = stored.get(name)
+            parts.append(f"{name}: {said}" if said else f"{name} = {value:.2g}")
+    if not stored:
+        for name, ok in (row.get("field_correct") or {}).items():
+            if ok:
+                continue
+            want = (expected or {}).get(name)
+            got = row["parsed"].get(name) if isinstance(row.get("parsed"), Mapping) else None
+            parts.insert(0, f"{name}: expected {json.dumps(want)}, got {json.dumps(got)}")
+    if row.get("parse_ok") is False and not any("JSON" in p for p in parts):
+        parts.append("no JSON object could be read from the reply")
+    return "; ".join(parts)
+
+
+def reasons_column(df: pd.DataFrame, expected: list[Any] | None = None) -> pd.Series:
+    """`reasons_text` of every row of a results frame (`expected`: one dict per row, or None)."""
+    import pandas as pd
+
+    names = ("error", "field_correct", "parsed", "parse_ok", "scores", "reasons")
+    cols = [df[c].tolist() if c in df.columns else [None] * len(df) for c in names]
+    exp = expected if expected is not None else [None] * len(df)
+    return pd.Series(
+        [
+            reasons_text(dict(zip(names, values, strict=True)), e)
+            for e, *values in zip(exp, *cols, strict=True)
+        ],
+        index=df.index,
+        dtype=object,
+    )
+
+
+def own_answers(df: pd.DataFrame, groups: Any, by: str = "variant") -> tuple[pd.DataFrame, int]:
+    """The rows of `groups` (names in column `by`), minus answers a fallback model gave when
+    the groups ask for different models (a comparison of models), and how many were left out.
+
+    A fallback's answer scores the fallback, not the model the variant names: "gpt-4o" must
+    not be credited with what mini answered. Comparing prompts on one model keeps every row.
+    """
+    sub = df[df[by].isin(list(groups))]
+    if "model" not in sub.columns or sub.groupby(by)["model"].first().nunique() < 2:
+        return sub, 0
+    other = answered_by_other(sub)
+    return sub[~other], int(other.sum())
+
+
 # ----------------------------------------------------------------------------- the report
 
 
@@ -209,18 +277,49 @@ class FailureModes:
         )
 
     def _repr_html_(self) -> str:
-        parts = ["<div style='font-size:12px'>"]
+        """Per variant: success vs baseline, warnings, then where the answers go: what it
+        predicted, accuracy per label and the confusion matrix (expected x predicted)."""
+        parts = ["<div class='labkit-modes' style='font-size:12px'>"]
         for r in self.table.to_dict("records"):
+            v = r["variant"]
             base = (
                 f" · baseline {r['baseline']:.0%} (always {escape(str(r['baseline_answer']))})"
                 if r["baseline"] == r["baseline"]
                 else ""
             )
             rate = f"{r['rate']:.0%}" if r["rate"] == r["rate"] else "n/a"
-            parts.append(f"<b>{escape(str(r['variant']))}</b>: success {rate}{base}")
+            parts.append(f"<b>{escape(str(v))}</b>: success {rate}{base}")
             parts += [f"<br>&nbsp;&nbsp;⚠ {escape(str(w))}" for w in r["warnings"]]
+            for f in self.fields:
+                parts.append(self._field_html(v, f))
             parts.append("<br>")
         return "".join(parts) + "</div>"
+
+    def _field_html(self, variant: str, field: str) -> str:
+        d = self.distribution
+        d = d[(d["variant"] == variant) & (d["field"] == field)]
+        p = self.per_label
+        p = p[(p["variant"] == variant) & (p["field"] == field)]
+        said = ", ".join(
+            f"{escape(str(x))} {s:.0%}" for x, s in zip(d["value"], d["share"], strict=True)
+        )
+        acc = ", ".join(
+            f"{escape(str(lab))} {int(c)}/{int(n)}"
+            for lab, c, n in zip(p["label"], p["correct"], p["n"], strict=True)
+        )
+        cm = self.confusion(variant, field)
+        table = (
+            cm.to_html(classes="labkit-table labkit-confusion", border=0).replace(
+                "<table", "<table style='font-size:11px;border-collapse:collapse'", 1
+            )
+            if not cm.empty
+            else ""
+        )
+        return (
+            f"<br>&nbsp;&nbsp;<code>{escape(str(field))}</code> predicted: {said or '–'} · right per "
+            f"label: {acc or '–'}<details style='margin-left:12px'><summary style='color:#555'>"
+            f"confusion matrix (rows expected, columns predicted)</summary>{table}</details>"
+        )
 
 
 def failure_modes(

@@ -478,8 +478,12 @@ def _evidence(
 ) -> Evidence:
     col = _column(win.metric)
     others = []
+    from .diagnostics import own_answers
+
     # Winner vs each other variant; with several, Holm-adjusted p and matching intervals too.
-    pairs = stats.pairwise_comparisons(df, baseline=win.variant)
+    # Comparing models, a fallback's answers are left out (they are not the model's own).
+    own, _ = own_answers(df, list(dict.fromkeys(df["variant"])))
+    pairs = stats.pairwise_comparisons(own, baseline=win.variant)
     for _, pr in pairs.iterrows():
         row = table[table["variant"] == pr["a"]].iloc[0]
         entry = {

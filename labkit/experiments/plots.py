@@ -1,6 +1,6 @@
-"""Plotly figures from a results frame; each one draws numbers that `labkit.stats` computes.
+"""Plotly figures from a results frame; each one draws numbers that `labkit.experiments.stats` computes.
 
-Every function takes the results frame (contract in the `labkit.stats` docstring) and a
+Every function takes the results frame (contract in the `labkit.experiments.stats` docstring) and a
 grouping column and returns a `plotly.graph_objects.Figure`. Plotly is imported inside the
 functions so `import labkit` stays fast and production code never loads it. An empty or
 degenerate frame (no rows, a missing column, nothing usable) gives a figure carrying an
@@ -168,7 +168,7 @@ def success_chart(
     """Success rate per group with Wilson interval bars (`stats.success_rates`).
 
     One colour per group, n in the axis labels, and, given `baselines` (group -> the
-    majority-class rate, `labkit.diagnostics`), a marker for the rate a constant answer gets.
+    majority-class rate, `labkit.experiments.diagnostics`), a marker for the rate a constant answer gets.
     A group some of whose answers came from a fallback model says so in its label.
     """
     import plotly.graph_objects as go
@@ -248,12 +248,13 @@ def forest_chart(
     All pairs, or each group against `baseline` (positive = better than the baseline). With
     several pairs the intervals drawn are Holm-adjusted (`ci_low_holm` / `ci_high_holm`), so
     that the family of verdicts holds its level; with one pair they are the plain interval. The
-    verdict follows `labkit.diagnostics.significant` (the drawn interval excludes 0), the same
-    rule as the compare view's header, and the legend says so.
+    verdict follows `labkit.experiments.diagnostics.significant` (the drawn interval excludes 0), the same
+    rule as the compare view's header, and the legend says so. Comparing models, answers a
+    fallback model gave are left out (as `Results.compare` does) and the title says how many.
     """
     import plotly.graph_objects as go
 
-    from .diagnostics import significant
+    from .diagnostics import own_answers, significant
 
     what = f"vs {baseline}" if baseline is not None else "all pairs"
     title = (
@@ -263,6 +264,12 @@ def forest_chart(
     )
     if (fig := _guard(df, title, [by, "item_id", "passed"])) is not None:
         return fig
+    df, left_out = own_answers(df, pd.unique(df[by]), by)  # as Results.compare does
+    if left_out:
+        title += (
+            f"<br><sup>{left_out} answers given by a fallback model left out: they are not the "
+            "model's own</sup>"
+        )
     t = stats.pairwise_comparisons(df, by, baseline, alpha=alpha, n_boot=n_boot, seed=seed)
     shown = t[t["n_items"] > 0]
     if shown.empty:
@@ -271,6 +278,10 @@ def forest_chart(
     if len(shown) > 1:  # draw and decide on the Holm-adjusted intervals
         shown = shown.assign(ci_low=shown["ci_low_holm"], ci_high=shown["ci_high_holm"])
         title = title.replace("paired CI)", "paired CI, Holm-adjusted across pairs)")
+        title += (
+            "<br><sup>Holm-adjusted: each interval widened so that, over all these pairs, the "
+            f"chance of any false 'significant' stays under {alpha:.0%}</sup>"
+        )
     verdicts = np.array(
         [
             significant({"ci_low": lo, "ci_high": hi})

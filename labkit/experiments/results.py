@@ -1,6 +1,6 @@
 """The results of a grid run: one tidy DataFrame (`Results.df`) and the run's definition (`meta`).
 
-The frame's columns are the contract in the `labkit.stats` docstring (one row per item x prompt
+The frame's columns are the contract in the `labkit.experiments.stats` docstring (one row per item x prompt
 x model x repeat), so every statistic, chart, report and export is a function of it. Files keep
 it whole: Parquet with `meta` in the file's metadata, or CSV with `meta` beside it; dict and list
 columns are stored as JSON text, never pickled.
@@ -41,6 +41,7 @@ COLUMNS: tuple[str, ...] = (
     "passed",
     "score",
     "scores",
+    "reasons",
     "confidence",
     "confidences",
     "field_correct",
@@ -56,8 +57,10 @@ COLUMNS: tuple[str, ...] = (
     "error_type",
     "trace_id",
 )
-"""The results frame's columns, in order (see the `labkit.stats` docstring for their meaning)."""
-JSON_COLUMNS: tuple[str, ...] = ("parsed", "scores", "confidences", "field_correct", "repairs")
+"""The results frame's columns, in order (see the `labkit.experiments.stats` docstring for their meaning)."""
+JSON_COLUMNS: tuple[str, ...] = (
+    "parsed", "scores", "reasons", "confidences", "field_correct", "repairs",
+)  # fmt: skip
 """Columns holding dicts/lists; stored as JSON text in CSV and Parquet files."""
 _INT_COLUMNS = ("repeat", "prompt_tokens", "completion_tokens", "cached_tokens")
 _FLOAT_COLUMNS = ("score", "confidence", "cost_usd", "latency_s", "ttft_s")
@@ -100,7 +103,7 @@ class Results:
     def summary(self, by: str = "variant") -> pd.DataFrame:
         """One row per group: success rate over items with its interval (``n_items`` and
         ``n_rows`` apart; with repeats the interval counts items, see
-        `labkit.stats.success_rates`), errors, mean score, parse rate, cost (total, per item,
+        `labkit.experiments.stats.success_rates`), errors, mean score, parse rate, cost (total, per item,
         per success), latency percentiles, and each group against the best-rated one:
         ``p_vs_best`` (paired score test) and ``p_holm_vs_best`` (Holm-adjusted over those
         comparisons). The rate intervals are per group, not adjusted for multiplicity."""
@@ -131,23 +134,48 @@ class Results:
             out["warnings"] = out[by].map(modes["warnings"].map(len)).fillna(0).astype("int64")
         return out.merge(_vs_best(df, out, by), on=by, how="left")
 
-    def compare(self, a: str, b: str, by: str = "variant") -> PairedResult:
+    def compare(
+        self, a: str, b: str, by: str = "variant", *, fallbacks: str = "exclude"
+    ) -> PairedResult:
         """Paired comparison of two groups on the items both answered (score interval and the
         test it inverts; ``significant`` iff the interval excludes 0). Unadjusted: with more
-        than two groups a note says so; `labkit.stats.pairwise_comparisons` adjusts (Holm)."""
+        than two groups a note says so; `labkit.experiments.stats.pairwise_comparisons` adjusts (Holm).
+
+        When `a` and `b` ask for different models, answers a fallback model gave are left out
+        (``fallbacks="exclude"``, a note counts them): they score the fallback, not the model
+        compared. ``fallbacks="include"`` keeps them, with a note naming who answered.
+        """
         from dataclasses import replace
 
         from . import stats
+        from .diagnostics import own_answers
 
-        r = stats.paired_comparison(self.df, a, b, by=by)
+        if fallbacks not in ("exclude", "include"):
+            raise ValueError(f"fallbacks={fallbacks!r}: use 'exclude' or 'include'")
+        sub, left_out = own_answers(self.df, [a, b], by) if by in self.df else (self.df, 0)
+        if fallbacks == "include":
+            sub = self.df
+        r = stats.paired_comparison(sub, a, b, by=by)
+        notes = list(r.notes)
+        if left_out:
+            who = _answered_by(self.df, [a, b], by)
+            notes.append(
+                f"{left_out} answers given by a fallback model were "
+                + ("kept" if fallbacks == "include" else "left out")
+                + f" (answered by: {who}); "
+                + (
+                    "they score the fallback, not the model compared"
+                    if fallbacks == "include"
+                    else "compare(..., fallbacks='include') keeps them"
+                )
+            )
         groups = self.df[by].nunique() if by in self.df else 0
         if groups > 2:
-            note = (
+            notes.append(
                 f"one of {groups * (groups - 1) // 2} possible pairs of {groups} groups: p and "
                 "interval are not adjusted; pairwise_comparisons gives Holm-adjusted ones"
             )
-            r = replace(r, notes=(*r.notes, note))
-        return r
+        return replace(r, notes=tuple(notes)) if notes != list(r.notes) else r
 
     def calibration(self, field: str | None = None, by: str = "variant") -> CalibrationResult:
         """Self-reported confidence vs correctness (row-level, or one field's)."""
@@ -193,7 +221,7 @@ class Results:
 
     def failure_modes(self) -> Any:
         """Baselines, per-label accuracy, confusion, collapse / parrot / fallback warnings
-        (a `labkit.diagnostics.FailureModes`)."""
+        (a `labkit.experiments.diagnostics.FailureModes`)."""
         from .diagnostics import failure_modes
 
         key = (id(self.df), len(self.df))  # computed once per frame: summary, charts, best
@@ -296,6 +324,16 @@ _SHOWN = (
 )  # fmt: skip
 
 
+def _answered_by(df: pd.DataFrame, groups: Sequence[str], by: str) -> str:
+    """ "group: model (count), …" over the answered rows of `groups`."""
+    rows = df[df[by].isin(list(groups)) & df["error"].isna()]
+    parts = []
+    for g, sub in rows.groupby(by, sort=False):
+        counts = sub["model_id"].dropna().astype(str).value_counts()
+        parts.append(f"{g}: " + ", ".join(f"{m} ({c})" for m, c in counts.items()))
+    return "; ".join(parts)
+
+
 def _vs_best(df: pd.DataFrame, table: pd.DataFrame, by: str) -> pd.DataFrame:
     """``p_vs_best`` and ``p_holm_vs_best`` per group (NaN for the best-rated one itself)."""
     import pandas as pd
@@ -341,8 +379,8 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else str(v))
     for col in _TEXT_COLUMNS:
         df[col] = df[col].astype(object).map(lambda v: None if _missing(v) else v)
-    for col, empty in (("scores", dict), ("confidences", dict), ("field_correct", dict)):
-        df[col] = [v if isinstance(v, dict) else empty() for v in df[col]]
+    for col in ("scores", "reasons", "confidences", "field_correct"):
+        df[col] = [v if isinstance(v, dict) else {} for v in df[col]]
     df["repairs"] = [list(v) if isinstance(v, list | tuple) else [] for v in df["repairs"]]
     df["parsed"] = df["parsed"].astype(object).map(lambda v: None if _missing(v) else v)
     return df.reset_index(drop=True)

@@ -449,11 +449,12 @@ class Experiment:
         if scores:
             score, passed = combine(scores)
             per = {s.evaluator: (_NAN if s.error is not None else float(s.value)) for s in scores}
+            why = {s.evaluator: s.error or s.reason for s in scores if s.error or s.reason}
             field_correct: dict[str, bool] = {}
             for s in scores:
                 field_correct.update({str(k): bool(v) for k, v in s.field_correct.items()})
         else:
-            score, passed, per, field_correct = _NAN, parse_ok, {}, {}
+            score, passed, per, why, field_correct = _NAN, parse_ok, {}, {}, {}
         conf_values = [v for v in confidences.values() if not math.isnan(v)]
         return self._base(cell) | {
             "model_id": done.model,
@@ -463,6 +464,7 @@ class Experiment:
             "passed": bool(passed),
             "score": float(score),
             "scores": per,
+            "reasons": why,
             "confidence": sum(conf_values) / len(conf_values) if conf_values else _NAN,
             "confidences": confidences,
             "field_correct": field_correct,
@@ -494,6 +496,7 @@ class Experiment:
             "passed": False,
             "score": 0.0 if self.evaluators else _NAN,
             "scores": {},
+            "reasons": {},
             "confidence": _NAN,
             "confidences": {},
             "field_correct": {},

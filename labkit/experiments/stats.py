@@ -24,6 +24,7 @@ column                 type             meaning
 ``passed``             bool             the success metric; False on an error row
 ``score``              float            0-1, NaN when not scored
 ``scores``             dict[str,float]  per-evaluator scores
+``reasons``            dict[str,str]    per-evaluator reason (or why it could not judge)
 ``confidence``         float            mean self-reported confidence, NaN when absent
 ``confidences``        dict[str,float]  self-reported confidence per field
 ``field_correct``      dict[str,bool]   per field, vs the expected value where known

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..artifact import VersionInfo
+from ..artifact import VersionInfo, measured_on
 from ..artifact import versions as artifact_versions
 from ..errors import InputError
 from ..experiments.stats import holm_adjust
@@ -626,3 +626,30 @@ def history(
             "summary": str(verdict),
         }
     return versions
+
+
+def history_table(path: str | Path) -> Any:
+    """`history` as a DataFrame that puts no rate beside another as if comparable: each rate
+    shows its n and item set, and `basis` (A, B, …) groups the rows measured on one set; with
+    more than one basis, `attrs["note"]` says so (compare versions on one suite with `gate`)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    bases: dict[tuple[int | None, str], str] = {}
+    for v in artifact_versions(path):
+        ev, on = v.evidence or {}, measured_on(v)
+        basis = bases.setdefault(on, chr(ord("A") + len(bases))) if on else ""
+        rows.append(
+            {"version": v.version, "action": v.action, "model": v.model, "note": v.note}
+            | {"metric": ev.get("metric"), "rate": ev.get("value"), "n": on[0] if on else None}
+            | {"measured_on": on[1] if on else "", "basis": basis}
+        )
+    table = pd.DataFrame(rows).astype({"n": "Int64"}) if rows else pd.DataFrame(rows)
+    table.attrs["note"] = (
+        f"{len(bases)} different item sets (basis {', '.join(bases.values())}): rates on "
+        "different bases are not comparable row to row; compare versions on one suite with "
+        "`labkit gate`"
+        if len(bases) > 1
+        else ""
+    )
+    return table

@@ -1,10 +1,9 @@
 """Experiment builder: pick a dataset, write prompt variants, choose models, run, watch, compare.
 
-Why a form and not only code: trying a prompt idea should take one edit and one click, with the
-mistakes (an empty prompt, a `{{variable}}` the dataset has no column for, no model selected, a
-file that does not parse) caught as you type, inline, before a single call is paid for. The
-form builds the same `labkit.experiment.Experiment` a notebook cell would, so the cache is
-shared: a grid already run in code replays instantly from the builder, and vice versa.
+Why a form: trying a prompt idea should take one edit and one click, with mistakes (an empty
+prompt, a `{{variable}}` the dataset lacks, no model, a file that does not parse) caught beside
+their field before a call is paid for. It builds the same `labkit.Experiment` a cell would, so
+a grid run in code replays from the cache in the builder, and vice versa.
 
 The run goes on labkit's loop thread (`Experiment.start`), so the kernel stays free: Stop
 works, and progress (with the running cost) and the breaker panel update while it runs. When it
@@ -22,7 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import evaluation
 from ._common import FigureBox, Notice, describe_error, esc, guarded
+from ._models import error_summary, models_html
 from .prompts import PromptEditor, PromptRow
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ __all__ = ["EVALUATORS", "ExperimentBuilder"]
 
 FILE = "file…"
 EVALUATORS = {
-    "field match (labels)": lambda: _ev("FieldMatch")(),
-    "schema valid": lambda: _ev("SchemaValid")(),
-    "confidence ≥ 0.7": lambda: _ev("ConfidenceAbove")(0.7),
-    "exact match (answer)": lambda: _ev("ExactMatch")(),
+    "field match (labels)": lambda: evaluation.FieldMatch(),
+    "schema valid": lambda: evaluation.SchemaValid(),
+    "confidence ≥ 0.7": lambda: evaluation.ConfidenceAbove(0.7),
+    "exact match (answer)": lambda: evaluation.ExactMatch(),
 }
 """Evaluator choices of the form; none selected = the experiment's automatic choice."""
 TEMPERATURES = ["model default", 0.0, 0.3, 0.7, 1.0]
@@ -48,12 +49,6 @@ TABS = (
     "Summary", "Item matrix", "A/B compare", "Traces", "Breakers & limits", "Export winner",
     "Prompt as sent",
 )  # fmt: skip
-
-
-def _ev(name: str) -> Any:
-    from .. import evaluation
-
-    return getattr(evaluation, name)
 
 
 class ExperimentBuilder:
@@ -95,12 +90,15 @@ class ExperimentBuilder:
         self.future: concurrent.futures.Future[Results] | None = None
         self.results: Results | None = None
         self.timings: dict[str, float] = {}
-        """Seconds from Run to: 'results' (grid done), 'first_chart', 'all' (every tab built)."""
+        """Seconds from Run to: 'first_chart' (live, of the rows so far; else the final one),
+        'results' (grid done), 'final_chart', 'all' (every tab built)."""
         self._finished = threading.Event()
         self._finished.set()
         self._last_draw = 0.0
         self._run_started = 0.0
         self._stopping = False
+        self._live = threading.Lock()
+        self._live_on = False
 
         # ---- dataset
         self.notice = Notice()
@@ -125,6 +123,10 @@ class ExperimentBuilder:
             tooltip="first N rows (0 = all)", layout=w.Layout(width="150px"),
         )  # fmt: skip
         self.dataset_preview = w.HTML()
+        # What stops a run, shown beside the field it is about (and summed up under Run).
+        self.dataset_check = w.HTML()
+        self.prompts_check = w.HTML()
+        self.models_check = w.HTML()
         self.dataset_pick.observe(guarded(self.dataset_notice, self._pick_changed), names="value")
         self.dataset_path.observe(
             guarded(self.dataset_notice, lambda _: self.load_clicked()), names="value"
@@ -247,12 +249,16 @@ class ExperimentBuilder:
                 w.HTML("<b style='font-size:15px'>Experiment builder</b>"),
                 section("1 · Dataset"),
                 w.HBox([self.dataset_pick, self.dataset_path, self.load_button, self.rows]),
+                self.dataset_check,
                 self.dataset_notice.widget,
                 self.dataset_preview,
                 section("2 · Prompt variants"),
                 self.editor.widget,
+                self.prompts_check,
                 section("3 · Models"),
-                w.HBox([w.VBox([self.model_pick, self.model_add]), self.model_info]),
+                w.HBox(
+                    [w.VBox([self.model_pick, self.model_add, self.models_check]), self.model_info]
+                ),
                 section("4 · Output schema, evaluators, parameters"),
                 w.HBox([self.schema_text, self.schema_from_labels]),
                 self.schema_check,
@@ -300,14 +306,25 @@ class ExperimentBuilder:
             return
         self._validating = True
         try:
-            problems = self.problems()
+            by_field = self.field_problems()
         finally:
             self._validating = False
+        problems = [p for issues in by_field.values() for p in issues]
+        for name, box in (
+            ("dataset", self.dataset_check),
+            ("prompts", self.prompts_check),
+            ("models", self.models_check),
+        ):
+            box.value = "".join(
+                f"<div class='labkit-field-error' style='color:#a94442;font-size:12px'>"
+                f"✗ {esc(p)}</div>"
+                for p in by_field[name]
+            )
         self.run_button.disabled = bool(problems)
         self.run_button.tooltip = "fix first: " + "; ".join(problems) if problems else "Run"
         if self.notice.text.startswith("cannot run yet"):
             if problems:
-                self.notice.error("cannot run yet:\n" + "\n".join(f"• {p}" for p in problems))
+                self.notice.error(_cannot_run(problems))
             else:
                 self.notice.clear()
 
@@ -442,42 +459,7 @@ class ExperimentBuilder:
         self.model_pick.value = tuple(models)
 
     def _show_models(self) -> None:
-        reg = self.client.registry
-        picked = list(self.model_pick.value)
-        try:
-            active = reg.profile(self.client.profile)
-        except Exception as exc:  # a bad LABKIT_PROFILE must not break the form
-            self.model_info.value = f"<span style='color:#a94442'>{esc(describe_error(exc))}</span>"
-            return
-        if not picked:
-            self.model_info.value = (
-                "<div style='font-size:12px;color:#777'>select one or more models "
-                f"(ctrl/shift-click); active profile: <b>{esc(active)}</b></div>"
-            )
-            return
-        lines = [f"active profile: <b>{esc(active)}</b>"]
-        for name in picked:
-            if name in reg.aliases:
-                cfg = reg.aliases[name]
-                targets = " · ".join(
-                    f"{'<b>' if p == active else ''}{p}: {esc(_target(cfg.target(p)))}"
-                    f"{'</b>' if p == active else ''}"
-                    for p in ("dev", "staging", "prod")
-                )
-                lines.append(f"<code>{esc(name)}</code> (alias) → {targets}")
-            else:
-                info = reg.info(name)
-                facts = [
-                    "JSON mode" if info.json_mode else "free text",
-                    f"context {info.context_window}" if info.context_window else "",
-                    _price(info.input_cost_per_token, info.output_cost_per_token),
-                ]
-                lines.append(f"<code>{esc(name)}</code>: " + ", ".join(esc(f) for f in facts if f))
-        self.model_info.value = (
-            "<div style='font-size:12px;line-height:1.5;padding-left:8px'>"
-            + "<br>".join(lines)
-            + "</div>"
-        )
+        self.model_info.value = models_html(self.client, list(self.model_pick.value))
 
     # ================================================================= schema
     def schema(self) -> Any:
@@ -553,17 +535,22 @@ class ExperimentBuilder:
 
     def problems(self) -> list[str]:
         """Everything that stops a run, each naming its fix (empty = ready)."""
-        out: list[str] = []
+        return [p for issues in self.field_problems().values() for p in issues]
+
+    def field_problems(self) -> dict[str, list[str]]:
+        """`problems` by the field they are about: dataset, prompts, models, schema (each is
+        shown beside its field; a prompt's own issues also under that prompt)."""
+        out: dict[str, list[str]] = {"dataset": [], "prompts": [], "models": [], "schema": []}
         if self.dataset is None:
-            out.append("no dataset: pick a bundled one or load a file")
+            out["dataset"].append("no dataset: pick a bundled one or load a file")
         if not self.prompt_rows:
-            out.append("no prompt variant: press 'add variant'")
+            out["prompts"].append("no prompt variant: press 'add variant'")
         for name, issues in self._check_prompts():
-            out += [f"prompt {name!r}: {p}" for p in issues if "no {{column}}" not in p]
+            out["prompts"] += [f"prompt {name!r}: {p}" for p in issues if "no {{column}}" not in p]
         if not self.model_pick.value:
-            out.append("no model selected: pick at least one in the model list")
+            out["models"].append("no model selected: pick at least one in the model list")
         if not self._check_schema():
-            out.append("the schema does not parse (see the message under it)")
+            out["schema"].append("the schema does not parse (see the message under it)")
         return out
 
     def build(self) -> Experiment:
@@ -598,7 +585,7 @@ class ExperimentBuilder:
         self.notice.clear()
         problems = self.problems()
         if problems:
-            self.notice.error("cannot run yet:\n" + "\n".join(f"• {p}" for p in problems))
+            self.notice.error(_cannot_run(problems))
             return None
         exp = self.build()
         self.experiment = exp
@@ -612,6 +599,7 @@ class ExperimentBuilder:
         self.run_button.disabled = True
         self.stop_button.disabled = False
         exp.on_progress.append(self._on_progress)
+        self._live_on = True  # before start: a grid that ends at once turns it off again
         try:
             self.future = exp.start(progress=False)
         except Exception:
@@ -619,7 +607,31 @@ class ExperimentBuilder:
             self._finished.set()
             raise
         self.future.add_done_callback(self._done)
+        threading.Thread(target=self._live_chart, name="labkit-builder-live", daemon=True).start()
         return self.future
+
+    def _live_chart(self, first: float = 0.4, every: float = 1.5) -> None:
+        """While a grid runs, draw the success chart of the rows done so far (first after
+        `first` s, then every `every` s): a long grid shows where it is heading at once."""
+        from ..experiments import plots
+
+        wait = first
+        while not self._finished.wait(wait):
+            wait = every
+            exp, fut = self.experiment, self.future
+            if exp is None or fut is None or fut.done():
+                return
+            df = exp.results.df  # a snapshot: rows are appended on the loop thread
+            if df.empty:
+                continue
+            fig = plots.success_chart(df)
+            state = exp.progress
+            fig.update_layout(title=f"{fig.layout.title.text} · so far: {state.done}/{state.total}")
+            with self._live:
+                if not self._live_on:
+                    return
+                self.charts.set({"success": fig})
+                self.timings.setdefault("first_chart", time.perf_counter() - self._run_started)
 
     def stop_clicked(self) -> None:
         """What Stop does: calls in flight finish, the rest are skipped; partial results show."""
@@ -629,6 +641,9 @@ class ExperimentBuilder:
         self.experiment.stop()
         self._stopping = True
         self.stop_button.disabled = True
+        # No "~N s left" from here on: the skipped calls will not run.
+        text = _without_eta(self.experiment.progress.describe())
+        self.progress_text.value = f"<span style='font-size:12px'>{esc(text)} · stopping</span>"
         self.notice.info("stopping: the calls in flight finish, the rest are skipped")
 
     def wait(self, timeout: float | None = None) -> Results | None:
@@ -660,6 +675,8 @@ class ExperimentBuilder:
         ).start()
 
     def _finish(self, fut: concurrent.futures.Future[Results]) -> None:
+        with self._live:  # no partial chart may land over the final ones
+            self._live_on = False
         try:
             self._idle()
             if fut.cancelled():
@@ -688,7 +705,7 @@ class ExperimentBuilder:
                         "partial. Run again to resume (finished calls come from the cache)."
                     )
                 elif state.errors:
-                    self.notice.warn(_error_summary(results.df))
+                    self.notice.warn(error_summary(results.df))
             guarded(self.notice, self.show_results)(results)
         finally:
             self._finished.set()
@@ -706,10 +723,13 @@ class ExperimentBuilder:
             self.charts.clear()
             return
         self.charts.set({"success": plots.success_chart(df)})
-        self.timings["first_chart"] = time.perf_counter() - self._run_started
+        self.timings["final_chart"] = time.perf_counter() - self._run_started
+        self.timings.setdefault("first_chart", self.timings["final_chart"])
         self.summary.value = (
             "<div style='font-size:12px;max-height:260px;overflow:auto'>"
-            f"{results._repr_html_()}</div>"
+            f"{results._repr_html_()}<details class='labkit-modes-details'><summary>failure "
+            "modes: predicted values, accuracy per label, confusion matrix</summary>"
+            f"{results.failure_modes()._repr_html_()}</details></div>"
         )
         modes = results.failure_modes().table  # the baseline marks on the success chart
         baselines = dict(zip(modes["variant"], modes["baseline"], strict=True))
@@ -758,34 +778,15 @@ class ExperimentBuilder:
         self.policy.refresh()
 
 
+def _cannot_run(problems: Sequence[str]) -> str:
+    """The summary under Run; each problem is also marked beside its own field."""
+    lines = "\n".join(f"• {p}" for p in problems)
+    return f"cannot run yet (each is marked ✗ beside its field above):\n{lines}"
+
+
 def _without_eta(text: str) -> str:
     """A progress line without its "~N s left": after Stop there is nothing left to wait for."""
     return " · ".join(p for p in text.split(" · ") if not p.endswith(" s left"))
-
-
-def _error_summary(df: Any) -> str:
-    """Which models failed how often, with the first message: what to fix, in one place."""
-    failed = df[df["error"].notna()]
-    lines = [f"{len(failed)} of {len(df)} calls failed (error rows count as failures):"]
-    for model, rows in failed.groupby("model", sort=False):
-        total = int((df["model"] == model).sum())
-        first = " ".join(str(rows["error"].iloc[0]).split())[:200]
-        lines.append(f"• {model}: {len(rows)}/{total} ({rows['error_type'].iloc[0]}: {first})")
-    return "\n".join(lines)
-
-
-def _target(target: Any) -> str:
-    if isinstance(target, dict):
-        return " / ".join(f"{m} {w:g}" for m, w in target.items())
-    return str(target)
-
-
-def _price(cost_in: float | None, cost_out: float | None) -> str:
-    if cost_in is None and cost_out is None:
-        return ""
-    if not cost_in and not cost_out:
-        return "free"
-    return f"${(cost_in or 0) * 1e6:.2f} / ${(cost_out or 0) * 1e6:.2f} per 1M tokens in/out"
 
 
 def _fields(schema: Any) -> list[str]:

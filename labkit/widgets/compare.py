@@ -2,7 +2,7 @@
 
 Why item by item: a success rate says which variant wins; the rows where the two disagree say
 *why*, and they are where the next prompt edit comes from. Why paired: both variants answered
-the same items, so the comparison is on the items (`labkit.stats.paired_comparison`: paired
+the same items, so the comparison is on the items (`labkit.experiments.stats.paired_comparison`: paired
 bootstrap interval and exact McNemar test), not on two independent rates.
 
 Speed: choosing a pair joins the two variants' rows once (vectorised) and computes the
@@ -17,7 +17,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..experiments.diagnostics import answered_by_other, significant, verdict
+from ..experiments.diagnostics import own_answers, reasons_column, significant, verdict
 from ..experiments.plots import money
 from ._common import FigureBox, Notice, esc, guarded
 
@@ -54,11 +54,17 @@ def answers(df: pd.DataFrame) -> pd.Series:
 
 
 def pair_frame(
-    df: pd.DataFrame, a: str, b: str, by: str = "variant", answer: pd.Series | None = None
+    df: pd.DataFrame,
+    a: str,
+    b: str,
+    by: str = "variant",
+    answer: pd.Series | None = None,
+    why: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per (item_id, repeat) with both variants' answers side by side (`*_a`, `*_b`)
     and the flags the filters use: `disagree`, `failed`, `passed_differ`, `only_one` (the
-    other variant has no row). `answer` is `answers(df)` when already computed."""
+    other variant has no row). `answer` is `answers(df)` when already computed; `why`
+    (`diagnostics.reasons_column(df)`) adds each side's reasons as `why_a` / `why_b`."""
     import pandas as pd
 
     cols = [c for c in _KEEP if c in df.columns]
@@ -67,6 +73,8 @@ def pair_frame(
     def side(name: str) -> pd.DataFrame:
         part = df.loc[df[by] == name, [*keys, *cols]].drop_duplicates(keys)
         part["answer"] = answer.loc[part.index] if answer is not None else answers(part)
+        if why is not None:
+            part["why"] = why.loc[part.index]
         return part.set_index(keys)
 
     left, right = side(a), side(b)
@@ -97,7 +105,7 @@ class CompareView:
     """Pick two variants; see their answers per item, filtered, with the paired statistics.
 
     `results` is an experiment's `Results` (anything with a `.df`) or a results DataFrame
-    (contract in `labkit.stats`). `by` is the column naming the variants.
+    (contract in `labkit.experiments.stats`). `by` is the column naming the variants.
     """
 
     def __init__(
@@ -122,8 +130,9 @@ class CompareView:
         self.pairs: pd.DataFrame | None = None
         """The side-by-side frame of the current pair (all rows; see `pair_frame`)."""
         self.result: Any = None
-        """The current `labkit.stats.PairedResult`."""
+        """The current `labkit.experiments.stats.PairedResult`."""
         self._answers: pd.Series | None = None
+        self._why: pd.Series | None = None
         self.excluded = 0
         """Answers left out of the current comparison because a fallback model gave them."""
         variants = [str(v) for v in dict.fromkeys(self.df[by].tolist())] if by in self.df else []
@@ -157,7 +166,7 @@ class CompareView:
         self.stats_box = w.HTML()
         self.modes_box = w.HTML()
         self.modes: Any = None
-        """`labkit.diagnostics.FailureModes` of the results (computed once)."""
+        """`labkit.experiments.diagnostics.FailureModes` of the results (computed once)."""
         self.table = w.HTML()
         self.charts = FigureBox()
         pick = guarded(self.notice, lambda _: self.update_pair())
@@ -258,14 +267,11 @@ class CompareView:
             self.notice.warn("A and B are the same variant: pick two different ones to compare.")
         if self._answers is None:
             self._answers = answers(self.df)
-        self.pairs = pair_frame(self.df, a, b, self.by, self._answers)
-        sub = self.df[self.df[self.by].isin([a, b])]
-        self.excluded = 0
-        if "model" in sub.columns and sub.groupby(self.by)["model"].first().nunique() > 1:
-            # A comparison of models: an answer another model gave (a fallback) is not theirs.
-            other = answered_by_other(sub)
-            self.excluded = int(other.sum())
-            sub = sub[~other]
+        if self._why is None:
+            self._why = reasons_column(self.df, _expected_rows(self._source))
+        self.pairs = pair_frame(self.df, a, b, self.by, self._answers, self._why)
+        # A comparison of models leaves out answers a fallback gave (they are not theirs).
+        sub, self.excluded = own_answers(self.df, [a, b], self.by)
         if a != b:
             self.result = stats.paired_comparison(sub, a, b, self.by)
             self.stats_box.value = self._stats_html(sub)
@@ -480,7 +486,22 @@ def _side(diffed: str, r: dict[str, Any], s: str, threshold: float) -> str:
     body = f"<code style='white-space:pre-wrap'>{diffed}</code>" if answer else ""
     if not answer and not err_txt:
         body = "<span style='color:#777'>(nothing parsed)</span>"
-    return f"{mark}{conf_txt}{err_txt}<br>{body}{said}"
+    why = r.get(f"why_{s}")
+    why_txt = (
+        f"<div class='lk-why' style='color:#a94442;font-size:11px'>{esc(why)}</div>"
+        if isinstance(why, str) and why
+        else ""
+    )
+    return f"{mark}{conf_txt}{err_txt}<br>{body}{said}{why_txt}"
+
+
+def _expected_rows(results: Any) -> list[Any] | None:
+    """One expected dict per results row (an `expected` column, else the run's dataset)."""
+    from ..experiments.diagnostics import expected_labels
+
+    df = getattr(results, "df", results)
+    labels = expected_labels(results)
+    return [labels.get(str(i)) for i in df["item_id"]] if labels else None
 
 
 def _diff_html(a: Any, b: Any) -> tuple[str, str]:

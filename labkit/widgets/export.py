@@ -3,7 +3,7 @@
 Why the evidence sits next to the button: exporting is a claim ("this prompt on this model is
 the one to ship"), and the claim is only as good as the numbers behind it — the success rate
 with its interval, how many items, and the paired difference to every other variant. The
-panel shows them before the click, and the saved config carries them (`labkit.config`), so the
+panel shows them before the click, and the saved config carries them (`labkit.deploy`), so the
 file that reaches production says why it won.
 """
 
@@ -41,7 +41,7 @@ class ExportPanel:
         self.constraints = constraints
         self.notice = Notice()
         self.saved: Any = None
-        """The config as saved by the last export (a `labkit.config.DeployedConfig`)."""
+        """The config as saved by the last export (a `labkit.deploy.DeployedConfig`)."""
         self.winner: Any = None
         """The `labkit.gate.Winner` behind "best variant" (its `table` says why others lost)."""
         self.variant = w.Dropdown(
@@ -101,7 +101,7 @@ class ExportPanel:
         return str(self.winner.variant)
 
     def failure_modes(self) -> Any:
-        """`labkit.diagnostics.failure_modes` of the results (computed once)."""
+        """`labkit.experiments.diagnostics.failure_modes` of the results (computed once)."""
         if self._modes is None:
             from ..experiments.diagnostics import failure_modes
 
@@ -124,6 +124,7 @@ class ExportPanel:
     def evidence_frame(self, variant: str) -> tuple[Any, Any]:
         """(success table of every variant, paired comparisons of `variant` vs each other)."""
         from ..experiments import stats
+        from ..experiments.diagnostics import own_answers
 
         df = self.results.df
         rates = stats.success_rates(df)
@@ -131,7 +132,8 @@ class ExportPanel:
         table = rates.merge(cost, on="variant", how="left")
         pairs = None
         if len(self.results.variants) > 1:
-            pairs = stats.pairwise_comparisons(df, baseline=variant)
+            own, _ = own_answers(df, self.results.variants)  # as Results.compare does
+            pairs = stats.pairwise_comparisons(own, baseline=variant)
         return table, pairs
 
     def show_evidence(self) -> None:
@@ -226,7 +228,7 @@ class ExportPanel:
         notes = "".join(f"\nnote: {w.message}" for w in caught)
         self.notice.ok(
             f"wrote {written} (version {saved.version}, {saved.name} on {saved.model}); "
-            f"load it in production with labkit.config.load_config{notes}"
+            f"load it in production with labkit.deploy.load_config{notes}"
         )
         parts = []
         if saved.evidence is not None:

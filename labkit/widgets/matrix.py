@@ -18,10 +18,11 @@ a ``human`` score (in `scores`, beside the evaluators') and a `human_comment` co
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..experiments.diagnostics import reasons_column
+from ..experiments.diagnostics import reasons_text as reasons_of
 from ._common import Notice, esc, guarded
 
 if TYPE_CHECKING:
@@ -31,28 +32,6 @@ __all__ = ["ItemMatrix", "judge_cell", "matrix_frame", "reasons_of"]
 
 SORTS = ("item", "disagreements first", "failures first", "lowest confidence first")
 HUMAN = "human"
-
-
-def reasons_of(row: Mapping[str, Any], expected: Mapping[str, Any] | None) -> str:
-    """Why a row passed or failed, in words, from what the frame records."""
-    err = row.get("error")
-    if isinstance(err, str) and err:
-        return f"error: {err}"
-    parts = []
-    for name, ok in (row.get("field_correct") or {}).items():
-        if ok:
-            continue
-        want = (expected or {}).get(name)
-        got = row["parsed"].get(name) if isinstance(row.get("parsed"), Mapping) else None
-        parts.append(f"{name}: expected {json.dumps(want)}, got {json.dumps(got)}")
-    if row.get("parse_ok") is False:
-        parts.append("no JSON object could be read from the reply")
-    for name, value in (row.get("scores") or {}).items():
-        if isinstance(value, float) and not math.isnan(value) and value < 1 and name != HUMAN:
-            parts.append(f"{name} = {value:.2g}")
-    if isinstance(row.get("reasons"), Mapping):  # frames that carry evaluator reasons
-        parts += [f"{k}: {v}" for k, v in row["reasons"].items() if v]
-    return "; ".join(parts)
 
 
 def matrix_frame(
@@ -88,12 +67,7 @@ def matrix_frame(
         if exp_col is not None
         else [(recs.get(str(i)) or {}).get("expected") for i in df["item_id"]]
     )
-    names = ("error", "field_correct", "parsed", "parse_ok", "scores", "reasons")
-    columns = [df[c].tolist() if c in df.columns else [None] * len(df) for c in names]
-    long["reasons"] = [
-        reasons_of(dict(zip(names, values, strict=True)), exp)
-        for exp, *values in zip(expected, *columns, strict=True)
-    ]
+    long["reasons"] = reasons_column(df, expected)  # the one text (diagnostics.reasons_text)
     long["model_id"] = np.where(answered_by_other(df), df.get("model_id"), None)
     human = [
         (s.get(HUMAN) if isinstance(s, Mapping) else None)

@@ -7,13 +7,13 @@ through the same methods and callbacks its buttons and dropdowns call.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from frames import binary_frame, fallback_frame, make_results
 
 from labkit.client import Client
 from labkit.errors import DatasetError, LabkitError
@@ -21,9 +21,6 @@ from labkit.models import Registry
 from labkit.testing import FakeBackend, provider_error
 from labkit.widgets import CompareView, PolicyPanel, TraceBrowser
 from labkit.widgets._common import FigureBox, Notice, esc, figure_bundle, guarded
-
-sys.path.insert(0, str(Path(__file__).parent))
-from frames import binary_frame, make_results
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
@@ -455,6 +452,9 @@ def test_builder_run_shows_progress_results_charts_and_tabs(fake_client: Client)
     assert {"success", "forest", "cost", "latency"} <= set(b.charts.figures)
     assert len(b.charts.widget.outputs) == len(b.charts.figures)
     assert "Results(" in b.summary.value
+    assert (
+        "accuracy per label" in b.summary.value and "sentiment</code> predicted:" in b.summary.value
+    )
     assert b.compare is not None and b.compare.result.n_items == 12
     assert b.traces is not None and b.traces.run.value == results.meta["run_id"]
     assert b.exporter is not None and b.exporter.notice.kind == ""
@@ -623,8 +623,9 @@ def test_item_matrix_shows_inputs_labels_and_every_variant(client: Client) -> No
     assert esc(json.dumps(first["expected"], ensure_ascii=False)) in html  # the label
     for v in results.variants:
         assert f">{v}</th>" in html
-    # a failing cell says why: expected vs got
-    assert "sentiment: expected" in html and "✗ fail" in html and "conf " in html
+    # a failing cell says why, in the evaluator's own words (the frame's `reasons` column)
+    assert "field_match: sentiment is" in html and ", expected " in html
+    assert "✗ fail" in html and "conf " in html
 
 
 def test_item_matrix_filters_agree_with_pandas(client: Client) -> None:
@@ -745,13 +746,9 @@ def test_compare_header_states_the_winner_and_agrees_with_its_interval(
 
 
 def test_compare_view_leaves_out_answers_a_fallback_gave() -> None:
-    df = binary_frame([1, 0] * 10, [1, 1, 0, 0] * 5, names=("p · big", "p · mini"))
-    df["model"] = df["variant"].map({"p · big": "openai/big-2024", "p · mini": "openai/mini-2024"})
-    df["model_id"] = df["model"]
-    fell_back = (df["variant"] == "p · big") & (df.index % 2 == 0)
-    df.loc[fell_back, "model_id"] = "openai/mini-2024"
+    df = fallback_frame()
     view = CompareView(df)
-    assert view.excluded == int(fell_back.sum()) == 10
+    assert view.excluded == int((df["model_id"] != df["model"]).sum()) == 10
     assert view.result.n_items == 10  # compared only on the items big answered itself
     assert "answers given by a fallback model" in view.stats_box.value
     assert "⚠" in view.modes_box.value and "a fallback answered" in view.modes_box.value
