@@ -191,7 +191,7 @@ def _json(value: Any) -> Any:
 class _Call:
     """What a call's span needs, gathered from its rows as they arrive."""
 
-    __slots__ = ("deadline", "end", "first", "last", "rows", "start", "trace")
+    __slots__ = ("deadline", "end", "error", "first", "last", "rows", "start", "trace")
 
     def __init__(self, trace: int, row: dict[str, Any], start: float, end: float) -> None:
         self.trace = trace
@@ -201,6 +201,7 @@ class _Call:
         self.end = end
         self.rows = 0
         self.deadline = float("inf")
+        self.error: dict[str, Any] | None = None
 
 
 class SpanSink:
@@ -295,8 +296,12 @@ class SpanSink:
         parent = self._Ctx(trace, _id(call_id, 8), False, self._flags)
         self._emit(self._child_name(row), row, trace, _id(row["id"], 8), parent, start, ts)
         status = row.get("status")
+        if status == "error":
+            call.error = row
         if status in ("ok", "hit"):
             self._end_call(call_id)
+        elif row.get("event") == "fallback" and (_json(row.get("meta")) or {}).get("to") is None:
+            self._end_call(call_id)  # the chain ran out: the call raises
         elif kind == "attempt":  # a failed attempt: final unless a retry event follows
             call.deadline = now + self.cfg.grace_s
         else:
@@ -316,6 +321,8 @@ class SpanSink:
         if call is None:
             return
         last, first = call.last, call.first
+        if last.get("status") not in ("ok", "hit"):  # no answer: the call failed
+            last = {**last, **(call.error or {}), "status": "error", "event": None}
         summary = dict(last)
         summary["kind"] = "call"
         summary["model"] = last.get("model") or first.get("model")
