@@ -188,6 +188,21 @@ def _json(value: Any) -> Any:
     return value
 
 
+def _resource(base: Any, made: Any) -> Any:
+    """`made` with its hash computed once: the SDK's encoder groups every span by resource,
+    and Resource hashes by dumping its attributes to JSON each time."""
+
+    class _Resource(base):
+        def __init__(self) -> None:
+            super().__init__(made.attributes, made.schema_url)
+            self._hash = hash((tuple(sorted(made.attributes.items())), made.schema_url))
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return _Resource()
+
+
 class _Call:
     """What a call's span needs, gathered from its rows as they arrive."""
 
@@ -233,7 +248,7 @@ class SpanSink:
             resource["service.name"] = cfg.service_name or "labkit"
         if cfg.project:
             resource["openinference.project.name"] = cfg.project
-        self.resource = Resource.create(resource)
+        self.resource = _resource(Resource, Resource.create(resource))
         self.processor = BatchSpanProcessor(self.exporter)
         self._scope = InstrumentationScope("labkit", __version__)
         self._Span, self._Ctx, self._Link = ReadableSpan, SpanContext, Link
@@ -378,7 +393,11 @@ class SpanSink:
         totals: bool = False,
         links: tuple[Any, ...] = (),
     ) -> None:
-        attrs = self._attributes(row, request_model, usage, totals)
+        kind = row.get("kind")
+        if kind in ("call", "parent"):
+            attrs = self._attributes(row, request_model, usage, totals)
+        else:
+            attrs = self._child_attributes(row)
         error = row.get("error_type")
         if error or row.get("status") == "error":
             status = self._Status(self._Code.ERROR, str(row.get("error") or error or "")[:1000])
@@ -386,7 +405,7 @@ class SpanSink:
             status = self._Status(self._Code.OK)
         else:
             status = self._Status(self._Code.UNSET)
-        kind = self._Kind.CLIENT if row.get("kind") == "attempt" else self._Kind.INTERNAL
+        span_kind = self._Kind.CLIENT if kind == "attempt" else self._Kind.INTERNAL
         span = self._Span(
             name,
             context=self._Ctx(trace, span_id, False, self._flags),
@@ -394,7 +413,7 @@ class SpanSink:
             resource=self.resource,
             attributes=attrs,
             links=links,
-            kind=kind,
+            kind=span_kind,
             status=status,
             start_time=int(start * 1e9),
             end_time=int(max(end, start) * 1e9),
@@ -402,6 +421,42 @@ class SpanSink:
         )
         self.processor.on_end(span)
         self.sent += 1
+
+    def _child_attributes(self, row: dict[str, Any]) -> dict[str, Any]:
+        """An attempt, hit or event span: what differs from its call (the call span holds the
+        prompt, parameters, parse results and ids). Kept short: encoding costs per attribute."""
+        a: dict[str, Any] = {"labkit.kind": row.get("kind"), "labkit.call_id": row["call_id"]}
+        model = row.get("model")
+        kind = row.get("kind")
+        if kind == "event":
+            a["labkit.event"] = row.get("event")
+            if row.get("meta"):
+                a["labkit.detail"] = row["meta"]
+            if row.get("breaker_state"):
+                a["labkit.breaker_state"] = row["breaker_state"]
+            return a
+        if model:
+            a["gen_ai.operation.name"] = "chat"
+            a["gen_ai.request.model"] = model
+        if kind == "cache_hit":
+            a["labkit.cache_key"] = row.get("cache_key")
+            return a
+        a["labkit.attempt"] = row.get("attempt")
+        if row.get("latency_s") is not None:
+            a["labkit.latency_s"] = row["latency_s"]
+        if row.get("error_type"):
+            a["error.type"] = row["error_type"]
+            if row.get("error"):
+                a["labkit.error"] = row["error"]
+            return a
+        a["gen_ai.response.model"] = model
+        if row.get("ttft_s") is not None:
+            a["gen_ai.response.time_to_first_chunk"] = row["ttft_s"]
+        a["labkit.usage.input_tokens"] = row.get("prompt_tokens") or 0
+        a["labkit.usage.output_tokens"] = row.get("completion_tokens") or 0
+        if self.cfg.content and row.get("response"):
+            a["output.value"] = row["response"]
+        return a
 
     def _attributes(
         self, row: dict[str, Any], request_model: str | None, usage: bool, totals: bool

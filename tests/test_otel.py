@@ -222,11 +222,11 @@ def test_grid_spans_in_phoenix(phoenix: str, tmp_path: Path, monkeypatch: pytest
     sqlite = {(r.call_id, r.attempt): r for r in rows[rows["kind"] == "attempt"].itertuples()}
     for child in children:
         a = child["attributes"]
-        if a["labkit.kind"] == "attempt":
+        if a["labkit.kind"] == "attempt" and child["status_code"] == "OK":
             row = sqlite[(a["labkit.call_id"], a["labkit.attempt"])]
-            assert json.loads(a["input.value"]) == row.prompt  # the same redacted text
-            if isinstance(row.response, str):
-                assert a["output.value"] == row.response
+            assert a["output.value"] == row.response  # the same redacted text
+            call = calls[a["labkit.call_id"]]["attributes"]
+            assert json.loads(call["input.value"]) == row.prompt
 
 
 def test_import_stays_light_and_env_turns_export_on(tmp_path: Path) -> None:
