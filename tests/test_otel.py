@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from labkit.chunking import map_chunks
 from labkit.client import Client
 from labkit.errors import LabkitError
 from labkit.experiment import Experiment
@@ -168,13 +169,28 @@ def test_grid_spans_in_phoenix(phoenix: str, tmp_path: Path, monkeypatch: pytest
         assert again["cache_hit"].all() and server.count == 7
         with pytest.raises(LabkitError):  # a call that fails for good: both attempts
             client.generate("hello", model=DEAD, max_tokens=5)
+        long_text = " ".join(f"w{i}" for i in range(300))
+        chunked = map_chunks(long_text, template="Summarise: {{document}}", model=MODEL,
+                             client=client, chunk_tokens=100, max_tokens=20)  # fmt: skip
+        assert chunked.ok and len(chunked.chunks) > 1
         rows = client.traces(limit=None)  # SQLite keeps its rows beside the export
         client.close()
 
-    spans = _spans(phoenix, project, want=len(rows) + 13)
+    n_chunks = len(chunked.chunks)
+    spans = _spans(phoenix, project, want=len(rows) + 13 + n_chunks)
     by_id = {s["context"]["span_id"]: s for s in spans}
     every_call = {s["attributes"]["labkit.call_id"]: s for s in spans
                   if s["attributes"].get("labkit.kind") == "call"}  # fmt: skip
+    # chunks: children of the chunked call's span, written after them, in one trace
+    (parent,) = [s for s in spans if s["attributes"].get("labkit.call_id") == chunked.parent_id]
+    assert parent["attributes"]["labkit.kind"] == "parent" and parent["parent_id"] is None
+    chunk_calls = [c for c in every_call.values()
+                   if c["attributes"].get("labkit.parent_id") == chunked.parent_id]  # fmt: skip
+    assert len(chunk_calls) == n_chunks
+    for chunk in chunk_calls:
+        assert chunk["parent_id"] == parent["context"]["span_id"]
+        assert chunk["context"]["trace_id"] == parent["context"]["trace_id"]
+        del every_call[chunk["attributes"]["labkit.call_id"]]
     assert len(every_call) == 13  # (3 grid cells + 3 judge calls) x 2 runs + the dead one
     (dead,) = [c for c in every_call.values() if c["status_code"] == "ERROR"]
     assert dead["attributes"]["gen_ai.request.model"] == DEAD
