@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_callpath import median_us  # noqa: E402
 from bench_grid import KEY_ENV, MODELS, REPLY, SERVER, dataset, experiment, measure  # noqa: E402
 
 from labkit.client import Client  # noqa: E402
@@ -92,15 +93,6 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str] | None:
             time.sleep(0.05)
     client.close()
     return proc, f"redis://127.0.0.1:{port}/0"
-
-
-def median_us(fn: Any, n: int) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
 
 
 def bench_hits(tmp: Path, redis_url: str | None, hits: int, rounds: int) -> None:
