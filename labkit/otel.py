@@ -365,9 +365,10 @@ class SpanSink:
         parent_id = row.get("parent_id")
         links: tuple[Any, ...] = ()
         known = self._traces.get(call_id)
-        if known is not None and parent_id and self._traces.get(parent_id, known) != known:
+        above = (self._traces.get(parent_id) or _id(parent_id, 16)) if parent_id else None
+        if known is not None and above is not None and above != known:
             # its children already went out under this call's own trace: keep them, link up
-            parent_ctx = self._Ctx(self._traces[parent_id], _id(parent_id, 8), False, self._flags)
+            parent_ctx = self._Ctx(above, _id(str(parent_id), 8), False, self._flags)
             links = (self._Link(parent_ctx),)
             trace, parent = known, None
         else:

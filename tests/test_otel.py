@@ -285,3 +285,49 @@ def test_otel_setting_in_labkit_yaml(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="endpiont"):
         Client(registry=path, cache_dir=None, traces=tmp_path / "t.db")
+
+
+def _row(kind: str, call_id: str, row_id: str, **kw: Any) -> dict[str, Any]:
+    return {"id": row_id, "ts": 1000.0, "kind": kind, "call_id": call_id, "model": MODEL, **kw}
+
+
+def test_span_tree_from_rows_in_any_order(tmp_path: Path) -> None:
+    """Children written before their parent row (chunks, eval loops) and a parent nested in
+    another call: one trace where the ids allow it, a link where they cannot."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    sink = SpanSink(OtelConfig(endpoint=f"http://127.0.0.1:{_free_port()}"))
+    memory = InMemorySpanExporter()
+    sink.processor.shutdown()
+    sink.processor = SimpleSpanProcessor(memory)  # the real SDK, kept in memory for the test
+    ok = {"status": "ok", "latency_s": 0.5, "prompt_tokens": 7, "completion_tokens": 3}
+    # a root call R, then a loop L under R whose attempt call A arrives before L's own row,
+    # then a chunked parent C (no parent) whose chunk K arrives first
+    sink.export([_row("attempt", "R", "r1", attempt=1, **ok)])
+    sink.export([_row("attempt", "A", "a1", attempt=1, parent_id="L", **ok)])
+    sink.export([_row("parent", "L", "l1", parent_id="R", status="ok", event="eval_loop")])
+    sink.export([_row("attempt", "K", "k1", attempt=1, parent_id="C", **ok)])
+    sink.export([_row("parent", "C", "c1", status="ok", event="chunked", latency_s=1.0)])
+    # a failed call: error attempt, retry event, error attempt, then the chain runs out
+    err = {"status": "error", "error_type": "ProviderUnavailable", "error": "down"}
+    sink.export([
+        _row("attempt", "E", "e1", attempt=1, **err),
+        _row("event", "E", "e2", status="event", event="retry", meta='{"delay": 0.1}'),
+        _row("attempt", "E", "e3", attempt=2, **err),
+        _row("event", "E", "e4", status="event", event="fallback", meta='{"to": null}'),
+    ])  # fmt: skip
+    sink.close()
+    spans = {s.name + ":" + str(s.attributes.get("labkit.call_id")): s for s in memory.get_finished_spans()}  # fmt: skip
+    call = {k.split(":")[1]: s for k, s in spans.items() if k.startswith("chat ")}
+    parents = {k.split(":")[1]: s for k, s in spans.items() if k.startswith("labkit.")}
+    assert set(call) == {"R", "A", "K", "E"} and set(parents) >= {"L", "C"}
+    assert call["K"].parent.span_id == parents["C"].context.span_id  # child first, still linked
+    assert call["K"].context.trace_id == parents["C"].context.trace_id
+    assert call["A"].parent.span_id == parents["L"].context.span_id
+    loop = parents["L"]  # its child went out first under its own trace: a link up to R
+    assert loop.parent is None and loop.links[0].context.span_id == call["R"].context.span_id
+    assert call["E"].status.status_code.name == "ERROR"
+    assert call["E"].attributes["error.type"] == "ProviderUnavailable"
+    assert call["R"].attributes["gen_ai.usage.input_tokens"] == 7
+    assert "gen_ai.usage.input_tokens" not in spans["attempt 1 " + MODEL + ":R"].attributes
