@@ -133,6 +133,7 @@ def _reply(body: dict[str, Any]) -> str:
     return json.dumps({"sentiment": "positive", "sentiment_confidence": 0.8, "echo": review})
 
 
+@pytest.mark.slow
 def test_grid_spans_in_phoenix(phoenix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setenv("LABKIT_TEST_KEY", TEST_KEY)
     project = f"labkit-{uuid.uuid4().hex[:8]}"
