@@ -159,7 +159,10 @@ class Client:
         self.cache = cache_store(cache, ttl=cache_ttl, where=f"{where}: cache")
         self.tracer = TraceStore(traces, redact)
         sink = otel_sink(
-            team.get("otel") if otel is _UNSET else otel, f"{where}: otel", otel is _UNSET
+            team.get("otel") if otel is _UNSET else otel,
+            f"{where}: otel",
+            otel is _UNSET,
+            log_dir=self.tracer.path.parent,
         )
         if sink is not None:
             self.tracer.sinks.append(sink)

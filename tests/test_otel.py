@@ -267,7 +267,8 @@ def test_import_stays_light_and_env_turns_export_on(tmp_path: Path) -> None:
 
     assert run() == "False 0"
     endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens: export fails quietly
-    assert run(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint) == "True 1"
+    # export on, and still no OpenTelemetry module here: spans are built in the exporter process
+    assert run(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint) == "False 1"
     assert run(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SDK_DISABLED="true") == "False 0"
 
 
@@ -298,7 +299,9 @@ def test_span_tree_from_rows_in_any_order(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    sink = SpanSink(OtelConfig(endpoint=f"http://127.0.0.1:{_free_port()}"))
+    from labkit.otel_export import SpanBuilder  # what the exporter process runs
+
+    sink = SpanBuilder(OtelConfig(endpoint=f"http://127.0.0.1:{_free_port()}"))
     memory = InMemorySpanExporter()
     sink.processor.shutdown()
     sink.processor = SimpleSpanProcessor(memory)  # the real SDK, kept in memory for the test
