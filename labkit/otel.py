@@ -296,7 +296,13 @@ class SpanSink:
         proc = self._proc
         code = proc.poll() if proc is not None else None
         how = f"was killed by {signal_name(code)}" if signal_name(code) else f"exited ({code})"
-        return f"the exporter process (pid {self.pid}) {how}"
+        tail = ""
+        with contextlib.suppress(OSError):
+            with self.log_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            tail = f" (its log ends: {lines[-1][-300:]!r})" if lines and code else ""
+        return f"the exporter process (pid {self.pid}) {how}{tail}"
 
     def _stop(self, why: str) -> None:
         """Stop exporting for this client; rows from now on are counted in `dropped`."""

@@ -43,6 +43,7 @@ ended in an error has no such row: it is sent once no row followed its last fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -59,6 +60,9 @@ __all__ = ["SpanBuilder", "main"]
 
 _log = logging.getLogger("labkit.otel")
 TICK_S = 0.5
+NICE = 10
+"""Scheduling priority below the owner's: spans wait (in the pipe, then the SDK's queue)
+while every core is busy with the grid, instead of slowing it."""
 
 _PARAMS = {
     "temperature": "gen_ai.request.temperature",
@@ -467,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    die_with_parent(args.parent or os.getppid(), watch_stdin=False)  # stdin EOF ends the loop below
+    die_with_parent(args.parent or os.getppid(), watch_stdin=False)
+    with contextlib.suppress(OSError, AttributeError):  # on busy cores, the grid comes first
+        os.nice(NICE)  # stdin EOF ends the loop below
     stdin, stdout = sys.stdin.buffer, sys.stdout
     first = json.loads(stdin.readline() or "{}")
     builder = SpanBuilder(OtelConfig(**first.get("config", {})), first.get("headers") or None)
