@@ -249,6 +249,14 @@ def bench_export(tmp: Path, args: argparse.Namespace) -> None:
         print(f"{label:<28} {off:>12.3f} {on:>12.3f} {on / off - 1:>+7.1%}  (grid process)")
     for key, label in (("exp_miss", "fresh grid"), ("exp_hit", "from the cache")):
         print(f"{'exporter process, ' + label:<40} {med['on'][key]:>12.3f} ms CPU/call")
+    # each round's on vs off (adjacent runs): steadier on a machine whose load drifts
+    keys = ("miss", "hit", "all_miss", "all_hit")
+    pairs = {k: zip(results["on"][k], results["off"][k], strict=True) for k in keys}
+    paired = {k: statistics.median(1 - on / off for on, off in v) for k, v in pairs.items()}
+    print(
+        "paired per round, median cost: fresh {miss:.1%}, from the cache {hit:.1%}; to the last "
+        "span posted: fresh {all_miss:.1%}, from the cache {all_hit:.1%}".format(**paired)
+    )
     cost = 1 - med["on"]["miss"] / med["off"]["miss"]
     verdict = "met" if cost < GOAL_EXPORT else "NOT met"
     print(f"spans exported: {spans} in {posts[0] if posts else '?'} OTLP posts "

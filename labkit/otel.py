@@ -191,6 +191,7 @@ class SpanSink:
         self._ready = threading.Event()
         self._exited = threading.Event()
         self._stopped: str | None = None  # why export stopped
+        self._spawn_error: str | None = None
         self._closed = False
         self._warned = False
         atexit.register(self.close)  # after the trace store's last flush (registered later)
@@ -243,8 +244,8 @@ class SpanSink:
         thread = threading.Thread(target=self._run, args=(log,), name="labkit-otel", daemon=True)
         thread.start()
         self._ready.wait(30)
-        if self._proc is None and self._stopped is None:
-            self._stop("it did not start within 30 s")
+        if self._proc is None:
+            self._stop(self._spawn_error or "it did not start within 30 s")
 
     def _run(self, log: IO[bytes]) -> None:
         try:
@@ -253,7 +254,7 @@ class SpanSink:
                     "labkit.otel_export", [], env=_child_env(), stdout=subprocess.PIPE, stderr=log
                 )
         except OSError as exc:
-            self._stopped = f"it could not start ({exc})"
+            self._spawn_error = f"the exporter process could not start ({exc})"
             self._ready.set()
             self._exited.set()
             return
