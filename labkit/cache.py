@@ -28,7 +28,7 @@ from ._files import private_dir, private_file
 from .redact import scrub_secrets
 from .types import OUTPUT_PARAMS, Completion, Message, Request
 
-__all__ = ["KEY_VERSION", "Cache", "cache_key", "key_for"]
+__all__ = ["KEY_VERSION", "Cache", "cache_key", "decode_entry", "encode_entry", "key_for"]
 
 log = logging.getLogger("labkit.cache")
 KEY_VERSION = 1
@@ -67,6 +67,35 @@ def key_for(
     # surrogatepass: a prompt with a lone surrogate still gets a key (same bytes as before for
     # every other text).
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def encode_entry(completion: Completion) -> str:
+    """The JSON text every cache store keeps for `completion` (diskcache and Redis alike), with
+    API keys scrubbed (as the call path already did for fresh replies: a hit must match them)."""
+    blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
+    try:
+        blob.encode()
+    except UnicodeEncodeError:  # a lone surrogate in a reply: stores keep UTF-8 only
+        blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
+    return blob
+
+
+def decode_entry(blob: Any) -> Completion:
+    """A stored entry back to a `Completion`: JSON text (or its UTF-8 bytes) only; anything
+    else raises, and the store treats it as a corrupt entry."""
+    if isinstance(blob, bytes):
+        blob = blob.decode("utf-8")
+    if not isinstance(blob, str):
+        raise TypeError(f"expected a JSON string, found {type(blob).__name__}")
+    try:
+        return Completion.model_validate_json(blob)
+    except ValueError:  # lone surrogates are stored \u-escaped; only json reads them
+        return Completion.model_validate(json.loads(blob))
+
+
+def unreadable(key: str, exc: BaseException) -> None:
+    """Log an entry a store could not read (corrupt, or the store unreachable): a miss."""
+    log.warning("labkit cache: entry %s… is unreadable (%s); treated as a miss", key[:12], exc)
 
 
 class CorruptEntry(Exception):
@@ -122,9 +151,16 @@ class Cache:
     """Persistent completion store. String keys and JSON string values, so diskcache stores
     them as plain SQLite text and never unpickles anything read from disk."""
 
-    def __init__(self, directory: str | Path = ".labkit/cache", size_limit: int = 2**31) -> None:
+    def __init__(
+        self,
+        directory: str | Path = ".labkit/cache",
+        size_limit: int = 2**31,
+        ttl: float | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.size_limit = size_limit
+        self.ttl = ttl
+        """Seconds an entry lives (None: until evicted by size)."""
         self._store: Any = None
 
     def _open(self) -> Any:
@@ -144,28 +180,13 @@ class Cache:
         """The stored completion, or None. A corrupt entry is a logged miss, never a crash."""
         try:
             blob = self._open().get(key)
-            if blob is None:
-                return None
-            if not isinstance(blob, str):
-                raise TypeError(f"expected a JSON string, found {type(blob).__name__}")
-            try:
-                return Completion.model_validate_json(blob)
-            except ValueError:  # lone surrogates are stored \u-escaped; only json reads them
-                return Completion.model_validate(json.loads(blob))
+            return None if blob is None else decode_entry(blob)
         except Exception as exc:
-            log.warning(
-                "labkit cache: entry %s… is unreadable (%s); treated as a miss", key[:12], exc
-            )
+            unreadable(key, exc)
             return None
 
     def set(self, key: str, completion: Completion) -> None:
-        # Keys out (as the call path already did for fresh replies: a hit must match them).
-        blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
-        try:
-            blob.encode()
-        except UnicodeEncodeError:  # a lone surrogate in a reply: SQLite stores UTF-8 only
-            blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
-        self._open().set(key, blob)
+        self._open().set(key, encode_entry(completion), expire=self.ttl)
 
     def delete(self, key: str) -> bool:
         return bool(self._open().delete(key))

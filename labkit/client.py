@@ -24,10 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .cache import Cache, cache_key, key_for
+from .cache import cache_key, key_for
+from .cache_stores import CacheConfig, CacheStore, cache_store
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError, scrub_chain
 from .models import Registry, Resolution
+from .otel import OtelConfig, otel_sink
 from .prompts import build_messages
 from .redact import Redactor, add_secret, map_strings, scrub_secrets
 from .resilience import Policy
@@ -80,6 +82,16 @@ class _Prepared:
     meta: dict[str, Any]
 
 
+class _Unset:
+    """The default of an argument whose absence defers to labkit.yaml (None means "off")."""
+
+    def __repr__(self) -> str:
+        return "<from labkit.yaml, else the default>"
+
+
+_UNSET: Any = _Unset()
+
+
 class _Runner:
     """A private event loop on a daemon thread."""
 
@@ -121,18 +133,39 @@ class Client:
         self,
         *,
         registry: Registry | str | Path | None = None,
-        cache_dir: str | Path | None = ".labkit/cache",
+        cache_dir: str | Path | None = _UNSET,
         traces: str | Path = ".labkit/traces.db",
         redact: Redactor | None = None,
         profile: str | None = None,
         policy: Policy | None = None,
         backends: Mapping[str, Backend] | None = None,
+        cache: str | Path | CacheConfig | CacheStore | Mapping[str, Any] | None = _UNSET,
+        cache_ttl: float | None = None,
+        otel: bool | str | OtelConfig | Mapping[str, Any] | None = _UNSET,
     ) -> None:
+        """`cache`: a folder (diskcache), "redis://host:port/db" (shared), a `CacheConfig`, a
+        store, or None for no cache; unset, `cache_dir`, then labkit.yaml's `cache:`, then
+        ".labkit/cache". `cache_ttl`: seconds an entry lives. `otel`: OTLP/HTTP span export
+        beside the SQLite traces (True, an endpoint URL or an `OtelConfig`; False: off); unset,
+        labkit.yaml's `otel:`, then the OTEL_EXPORTER_OTLP_ENDPOINT variable."""
         self._registry = registry if isinstance(registry, Registry) else None
         self._registry_path = None if isinstance(registry, Registry) else registry
-        self.cache = Cache(cache_dir) if cache_dir is not None else None
-        self.tracer = TraceStore(traces, redact)
         self.profile = profile
+        team = self.registry.team if cache is _UNSET or otel is _UNSET else {}
+        where = self._registry_path or "labkit.yaml"
+        if cache is _UNSET:
+            default = team.get("cache", ".labkit/cache") or None  # `cache: false` is off
+            cache = default if cache_dir is _UNSET else cache_dir
+        self.cache = cache_store(cache, ttl=cache_ttl, where=f"{where}: cache")
+        self.tracer = TraceStore(traces, redact)
+        sink = otel_sink(
+            team.get("otel") if otel is _UNSET else otel,
+            f"{where}: otel",
+            otel is _UNSET,
+            log_dir=self.tracer.path.parent,
+        )
+        if sink is not None:
+            self.tracer.sinks.append(sink)
         self._policy = policy
         self._backends: dict[str, Backend] = dict(backends or {})
         self._runner: _Runner | None = None

@@ -18,6 +18,8 @@ run the free local model while prod runs a dated hosted one, and a rollback is a
     fallbacks:
       openai/gpt-4o-2024-08-06: [openai/gpt-4o-mini-2024-07-18, local/smollm2-135m]
     policy: {...}                  # labkit.resilience.PolicyConfig
+    cache: redis://cache.internal:6379/0   # or {url:, ttl:, password_env:} / a folder (cache_stores)
+    otel: {endpoint: http://127.0.0.1:6006}  # OTLP/HTTP trace export (labkit.otel.OtelConfig)
 """
 
 from __future__ import annotations
@@ -206,8 +208,14 @@ class Registry:
         profile: str | None = None,
         policy: PolicyConfig | Mapping[str, Any] | None = None,
         source: str | None = None,
+        cache: Any = None,
+        otel: Any = None,
     ) -> None:
         self.source = source
+        self.team: dict[str, Any] = {
+            k: v for k, v in (("cache", cache), ("otel", otel)) if v is not None
+        }
+        """The file's `cache:` and `otel:` settings, read by the Client (team set-up)."""
         where = source or "registry"
         self.models: dict[str, ModelInfo] = dict(LOCAL_MODELS)
         for mid, info in (models or {}).items():
@@ -260,11 +268,19 @@ class Registry:
             raise ConfigError(f"invalid YAML{line}: {exc}", where=str(path)) from exc
         if not isinstance(data, dict):
             raise ConfigError("expected a mapping at the top level", where=str(path))
-        unknown = set(data) - {"profile", "models", "aliases", "fallbacks", "policy"}
+        unknown = set(data) - {
+            "profile",
+            "models",
+            "aliases",
+            "fallbacks",
+            "policy",
+            "cache",
+            "otel",
+        }
         if unknown:
             raise ConfigError(
                 f"unknown top-level key(s) {sorted(unknown)}; expected profile, models, "
-                "aliases, fallbacks, policy",
+                "aliases, fallbacks, policy, cache, otel",
                 where=str(path),
             )
         return cls(
@@ -274,6 +290,8 @@ class Registry:
             profile=profile or data.get("profile"),
             policy=data.get("policy"),
             source=str(path),
+            cache=data.get("cache"),
+            otel=data.get("otel"),
         )
 
     def _check(self) -> None:

@@ -33,7 +33,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._files import private_dir, private_file
 from .redact import Redactor, secrets_generation
@@ -42,7 +42,7 @@ from .types import mend_text
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["COLUMNS", "TraceStore", "new_id"]
+__all__ = ["COLUMNS", "TraceSink", "TraceStore", "new_id"]
 
 COLUMNS: dict[str, str] = {
     "id": "TEXT PRIMARY KEY",
@@ -105,6 +105,16 @@ _ROW_ERRORS = (
 _IDS = random.Random(os.urandom(32))
 
 
+class TraceSink(Protocol):
+    """Something else that wants the rows (an OpenTelemetry exporter): called in the writer
+    thread with the redacted rows of each batch (column -> stored value, JSON columns as text),
+    and with [] on idle rounds; `close` after the last flush."""
+
+    def export(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def _statement(fields: Mapping[str, Any]) -> str:
     return _INSERT_MISSING if "_if_missing" in fields else _INSERT
 
@@ -140,6 +150,8 @@ class TraceStore:
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         self._closed = False
+        self.sinks: list[TraceSink] = []
+        """Also given every redacted row once, in the writer thread (e.g. `otel.SpanSink`)."""
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -285,6 +297,8 @@ class TraceStore:
             try:
                 if batch:
                     self._write(batch)
+                elif self.sinks:
+                    self._send([])  # lets a sink close what waited too long
             finally:
                 with self._lock:
                     self._inflight = 0
@@ -316,6 +330,8 @@ class TraceStore:
                 kept.append(f)
             except Exception as exc:
                 self._reject([(f, exc)])
+        if self.sinks:
+            self._send(self._unsent(kept, rows))
         try:
             conn = self._connect()
             try:
@@ -346,6 +362,25 @@ class TraceStore:
             if not self._warned:
                 self._warned = True
                 self._warn(exc, waiting)
+
+    @staticmethod
+    def _unsent(batch: list[dict[str, Any]], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """The redacted rows sinks have not seen (a batch the database refused is written again
+        later, but sent once). Restored rows (`record_if_missing`) are not sent: a resumed grid
+        re-records every answer it reuses, and a sink cannot tell which ones were lost."""
+        out = []
+        for f, row in zip(batch, rows, strict=True):
+            if "_sent" not in f and "_if_missing" not in f:
+                f["_sent"] = True
+                out.append(dict(zip(_NAMES, row, strict=True)))
+        return out
+
+    def _send(self, rows: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.export(rows)
+            except Exception:  # a sink must never cost a row or the writer
+                _log.exception("labkit traces: sink %r failed; its rows are dropped", sink)
 
     def _one_by_one(
         self, conn: sqlite3.Connection, batch: list[dict[str, Any]], rows: list[tuple[Any, ...]]
@@ -464,6 +499,11 @@ class TraceStore:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                _log.exception("labkit traces: closing sink %r failed", sink)
         if self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
             try:
                 if self._conn is not None:

@@ -34,7 +34,6 @@ import atexit
 import collections
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from .._child import die_with_parent, popen_owned, signal_name
 from ..errors import LocalWorkerCrashed, LocalWorkerStartTimeout, ModelFileError
 
 __all__ = ["LocalWorker", "check_model_file", "get_worker", "stop_all"]
@@ -71,15 +71,6 @@ def check_model_file(path: Path) -> Path:
             str(path), f"is not a GGUF model (starts with {magic!r}, expected {GGUF_MAGIC!r})"
         )
     return path
-
-
-def signal_name(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
 
 
 class LocalWorker:
@@ -133,32 +124,14 @@ class LocalWorker:
         self.started_s = time.perf_counter() - t0
 
     def _run(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "labkit.backends.local_worker",
-            "--serve",
-            "--model",
-            str(self.model_path),
-            "--n-ctx",
-            str(self.n_ctx),
-            "--threads",
-            str(self.threads),
-            "--parent",
-            str(os.getpid()),
-        ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The child imports this module: make sure it finds the same labkit as the caller.
-        here = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        args = ["--serve", "--model", str(self.model_path), "--n-ctx", str(self.n_ctx)]
+        args += ["--threads", str(self.threads)]
         try:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
+            self.proc = popen_owned(
+                "labkit.backends.local_worker",
+                args,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
             )
         except OSError as exc:
             self._spawn_error = exc
@@ -283,23 +256,6 @@ atexit.register(stop_all)
 
 
 # ------------------------------------------------------------------------ child side
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the owner died before prctl took effect
-        os._exit(0)
-
-    def watch_stdin() -> None:
-        with contextlib.suppress(Exception):
-            sys.stdin.buffer.read()  # returns at EOF: the owner closed the pipe or died
-        os._exit(0)
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-
-
 def _add_usage_to_streams(llama_cls: Any) -> None:
     """Streamed chat completions end with an OpenAI `usage` chunk (exact llama.cpp counts).
 
@@ -371,7 +327,7 @@ class DetokenizeBody(BaseModel):
 
 
 def serve(model: str, n_ctx: int, threads: int, parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     import socket
 
     import llama_cpp
