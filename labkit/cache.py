@@ -69,6 +69,17 @@ def key_for(
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _blob(completion: Completion) -> str:
+    """The stored text of a completion: JSON, API keys scrubbed (as the call path already did
+    for fresh replies: a hit must match them)."""
+    blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
+    try:
+        blob.encode()
+    except UnicodeEncodeError:  # a lone surrogate in a reply: SQLite stores UTF-8 only
+        blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
+    return blob
+
+
 class CorruptEntry(Exception):
     """A cache row labkit will not read (pickled, not text, or pointing outside the folder)."""
 
@@ -159,13 +170,38 @@ class Cache:
             return None
 
     def set(self, key: str, completion: Completion) -> None:
-        # Keys out (as the call path already did for fresh replies: a hit must match them).
-        blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
+        self._open().set(key, _blob(completion))
+
+    def set_many(self, items: list[tuple[str, Completion]]) -> list[Exception | None]:
+        """Store several completions in one SQLite transaction; per item, None or the error
+        that kept it out. One commit costs more than the rows it carries, so the call path
+        groups the answers that finish together (each caller still waits for the commit: a
+        paid answer is on disk before its call returns). A failing batch is retried item by
+        item, so one bad entry never costs the others theirs."""
+        store = self._open()
+        errors: list[Exception | None] = [None] * len(items)
+        blobs: list[str | None] = []
+        for i, (_, completion) in enumerate(items):
+            try:
+                blobs.append(_blob(completion))
+            except Exception as exc:
+                blobs.append(None)
+                errors[i] = exc
         try:
-            blob.encode()
-        except UnicodeEncodeError:  # a lone surrogate in a reply: SQLite stores UTF-8 only
-            blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
-        self._open().set(key, blob)
+            with store.transact():
+                for (key, _), blob in zip(items, blobs, strict=True):
+                    if blob is not None:
+                        store.set(key, blob)
+            return errors
+        except Exception:
+            pass
+        for i, ((key, _), blob) in enumerate(zip(items, blobs, strict=True)):
+            if blob is not None:
+                try:
+                    store.set(key, blob)
+                except Exception as exc:
+                    errors[i] = exc
+        return errors
 
     def delete(self, key: str) -> bool:
         return bool(self._open().delete(key))
