@@ -53,11 +53,13 @@ class _Prepared:
 
     __slots__ = (
         "call_id",
+        "found",
         "json_schema",
         "key",
         "messages",
         "meta",
         "params",
+        "parse_key",
         "resolution",
         "sample",
         "schema",
@@ -65,6 +67,8 @@ class _Prepared:
     )
 
     def __init__(self, **kw: Any) -> None:
+        self.found: tuple[Completion | None, str | None] | None = None
+        self.parse_key: str | None = None
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -78,6 +82,10 @@ class _Prepared:
     sample: int
     key: str
     meta: dict[str, Any]
+    found: tuple[Completion | None, str | None] | None
+    """(entry, stored parse) fetched ahead by `Client.prefetch`; None: not fetched yet."""
+    parse_key: str | None
+    """Where this call's parse result is cached (None: not cacheable, see `_parse_print`)."""
 
 
 class _Runner:
@@ -137,8 +145,12 @@ class Client:
         self._backends: dict[str, Backend] = dict(backends or {})
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
-        self._schema_memo: dict[tuple[int, bool], tuple[Any, dict[str, Any] | None, str]] = {}
-        self._cache_queue: list[tuple[str, Completion, asyncio.Future[None]]] = []
+        self._schema_memo: dict[
+            tuple[int, bool], tuple[Any, dict[str, Any] | None, str, str | None]
+        ] = {}
+        self._cache_queue: list[
+            tuple[list[tuple[str, Completion | str]], asyncio.Future[None]]
+        ] = []
 
     # ------------------------------------------------------------------ parts
     @property
@@ -259,9 +271,9 @@ class Client:
         if ab_key is None:  # the A/B arm follows the item, else the conversation
             ab_key = item_id or (str(msgs) if model in reg.aliases else "")
         res = reg.resolve(model, profile=profile or self.profile, ab_key=ab_key)
-        json_schema = None
+        json_schema = parse_print = None
         if schema is not None:
-            json_schema, instructions = self._schema_parts(schema, confidence)
+            json_schema, instructions, parse_print = self._schema_parts(schema, confidence)
             msgs = _append_instructions(msgs, instructions)
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
         merged = {**res.info.params, **out_params}
@@ -286,21 +298,25 @@ class Client:
             sample=sample,
             key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
+            parse_key=f"{key}.parsed.{parse_print}" if parse_print else None,
         )
 
-    def _schema_parts(self, schema: Any, confidence: bool) -> tuple[dict[str, Any] | None, str]:
-        """(JSON Schema, prompt instructions) of `schema`, memoised: a grid asks for the same
-        schema thousands of times, and deriving both was a third of a cache hit's CPU. A dict
-        schema is compared by value (it may have been edited in place), anything else by
-        identity."""
+    def _schema_parts(
+        self, schema: Any, confidence: bool
+    ) -> tuple[dict[str, Any] | None, str, str | None]:
+        """(JSON Schema, prompt instructions, parse fingerprint) of `schema`, memoised: a grid
+        asks for the same schema thousands of times, and deriving them was a third of a cache
+        hit's CPU. A dict schema is compared by value (it may have been edited in place),
+        anything else by identity."""
         memo = self._schema_memo.get((id(schema), confidence))
         if memo is not None and (memo[0] is schema or memo[0] == schema):
-            return memo[1], memo[2]
+            return memo[1], memo[2], memo[3]
         from .structured import json_instructions, response_format
 
         parts = (
             response_format(schema, confidence=confidence).get("schema"),
             json_instructions(schema, confidence=confidence),
+            _parse_print(schema),
         )
         if len(self._schema_memo) > 256:
             self._schema_memo.clear()
@@ -315,7 +331,11 @@ class Client:
         """The cache-hit path: stored completion, flagged, parsed and traced; None on a miss."""
         if self.cache is None:
             return None
-        hit = self.cache.get(p.key)
+        if p.found is not None:  # fetched ahead, in bulk
+            hit, stored_parse = p.found
+            p.found = None  # used once: a later lookup of the same call reads anew
+        else:
+            hit, stored_parse = self.cache.get(p.key), None
         if hit is None:
             return None
         # Plain attribute writes: the values are known-good, and pydantic's validating
@@ -325,7 +345,7 @@ class Client:
         )
         repairs = None
         if p.schema is not None:
-            hit.parsed = _parse(hit.text, p.schema)
+            hit.parsed = _stored_parse(stored_parse, hit.text) or _parse(hit.text, p.schema)
             repairs = hit.parsed.repair_steps
         self.tracer.record(
             kind="cache_hit",
@@ -351,7 +371,12 @@ class Client:
             meta=_confidences(hit),
         )
         origin = hit.origin
-        if origin and p.meta["run_id"] and origin.get("run_id") == p.meta["run_id"]:
+        if (
+            origin
+            and p.meta["run_id"]
+            and origin.get("run_id") == p.meta["run_id"]
+            and not self.tracer.knows(origin.get("id") or "")
+        ):
             # A resumed grid: the attempt that produced this answer may have died queued
             # (SIGKILL within the batch window); write it unless it is already there.
             req = Request(model=hit.model, messages=p.messages, params=p.params)
@@ -359,6 +384,35 @@ class Client:
                 p, hit.model, origin.get("attempt", 1), req, hit, None, 0, None, None
             )
         return hit
+
+    def prefetch(self, prepared: list[_Prepared]) -> int:
+        """Fetch the cache entries (and stored parse results) of many prepared calls in one
+        SQLite round trip; each call's `lookup` then uses what was fetched instead of its own
+        query. Nothing is flagged, parsed or traced here: that stays in `lookup`, when the call
+        runs. Returns the number of entries found."""
+        if self.cache is None or not prepared:
+            return 0
+        keys = [p.key for p in prepared]
+        keys += [p.parse_key for p in prepared if p.parse_key]
+        try:
+            texts = self.cache.get_texts(keys)
+        except Exception:  # the store would not open: each lookup finds out on its own
+            return 0
+        hits = 0
+        for p in prepared:
+            text = texts.get(p.key)
+            hit = self.cache.decode(p.key, text) if text is not None else None
+            p.found = (hit, texts.get(p.parse_key) if hit and p.parse_key else None)
+            hits += hit is not None
+        return hits
+
+    async def agenerate_prepared(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
+        """`agenerate` for a call already prepared (a grid prepares cells in bulk)."""
+        _check_cache_mode(cache)
+        if cache == "use" and (hit := self.lookup(p)) is not None:
+            return hit
+        result: Completion = await self._run_async(self.execute(p, cache))
+        return result
 
     async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
         """The miss path: policy around backend attempts; stores the answer in the cache."""
@@ -456,34 +510,60 @@ class Client:
         done.alias = res.alias
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
-            await self._cache_store(done.cache_key, done)
+            parse_key = p.parse_key if done.cache_key == p.key else None
+            stored = _parse_entry(done) if parse_key else None
+            await self._cache_store(done.cache_key, done, (parse_key, stored))
         return done
 
-    async def _cache_store(self, key: str, done: Completion) -> None:
-        """Store an answer, committed together with the others that finish in the same turn
-        of the loop (group commit: one SQLite commit per call was a third of a grid call's
-        CPU). Returns once this answer is on disk, as a single `set` did."""
+    async def _cache_store(
+        self, key: str, done: Completion, parse: tuple[str | None, str | None]
+    ) -> None:
+        """Store an answer (and its parse result beside it), committed together with the others
+        that finish in the same turn of the loop (group commit: one SQLite commit per call was
+        a third of a grid call's CPU). Returns once the answer is on disk, as `set` did."""
         assert self.cache is not None
+        items: list[tuple[str, Completion | str]] = [(key, done)]
+        if parse[0] and parse[1]:
+            items.append((parse[0], parse[1]))
         loop = asyncio.get_running_loop()
         if self._runner is None or loop is not self._runner.loop:
-            self.cache.set(key, done)  # not on our loop: no batch to join
+            error = self.cache.set_many(items)[0]  # not on our loop: no batch to join
+            if error is not None:
+                raise error
             return
         fut: asyncio.Future[None] = loop.create_future()
         if not self._cache_queue:
             loop.call_soon(self._cache_flush)
-        self._cache_queue.append((key, done, fut))
-        await fut
+        entry = (items, fut)
+        self._cache_queue.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            # A call cancelled before it returned leaves no cache entry, as one cancelled while
+            # reading the reply did (a resumed grid asks again, and a grid keeps a row for every
+            # cached answer): withdraw it, or take it back if the commit came first.
+            if entry in self._cache_queue:
+                self._cache_queue.remove(entry)
+            else:  # the batch was written in the meantime
+                with contextlib.suppress(Exception):
+                    for k, _ in items:
+                        self.cache.delete(k)
+            raise
 
     def _cache_flush(self) -> None:
         batch, self._cache_queue = self._cache_queue, []
-        if self.cache is None:
-            errors: list[Exception | None] = [None] * len(batch)
-        else:
-            try:
-                errors = self.cache.set_many([(k, d) for k, d, _ in batch])
-            except Exception as exc:  # the store would not open: every waiter hears why
-                errors = [exc] * len(batch)
-        for (_, _, fut), err in zip(batch, errors, strict=True):
+        if not batch:
+            return
+        items = [item for entries, _ in batch for item in entries]
+        try:
+            assert self.cache is not None
+            errors = self.cache.set_many(items)
+        except Exception as exc:  # the store would not open: every waiter hears why
+            errors = [exc] * len(items)
+        at = 0
+        for entries, fut in batch:
+            err = errors[at]  # the answer's own entry decides; its parse result is a bonus
+            at += len(entries)
             if fut.done():  # its caller was cancelled; the answer is stored anyway
                 continue
             if err is None:
@@ -593,12 +673,7 @@ class Client:
         self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any
     ) -> Completion:
         """Async `generate`; see there."""
-        p = self.prepare(prompt, **kwargs)
-        _check_cache_mode(cache)
-        if cache == "use" and (hit := self.lookup(p)) is not None:
-            return hit
-        result: Completion = await self._run_async(self.execute(p, cache))
-        return result
+        return await self.agenerate_prepared(self.prepare(prompt, **kwargs), cache)
 
     def generate(
         self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any
@@ -668,6 +743,77 @@ def _parse(text: str, schema: Any) -> Any:
     from .structured import parse
 
     return parse(text, schema)
+
+
+# Bump when the parser's output for the same text and schema may change: cached parse results
+# made by an older parser are then ignored (the labkit version is in the fingerprint too).
+PARSE_CACHE_VERSION = 1
+
+
+def _parse_print(schema: Any) -> str | None:
+    """A fingerprint of everything a parse result depends on besides the text: the schema (as
+    normalised JSON Schema), the parser's version and labkit's. None for a pydantic class:
+    its validators are code, which no fingerprint of the schema sees, so it is parsed anew."""
+    if isinstance(schema, type):
+        return None
+    try:
+        import hashlib
+        import json
+
+        from . import __version__
+        from .schema import normalise
+
+        blob = json.dumps(
+            [PARSE_CACHE_VERSION, __version__, normalise(schema)],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+    except Exception:  # a schema that is not plain JSON: not cached
+        return None
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _text_print(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _parse_entry(done: Completion) -> str | None:
+    """The parse result as JSON text for the cache, tied to the exact reply text; None when
+    JSON would not give back the same result (NaN, or a value that is not plain JSON)."""
+    parsed = done.parsed
+    if parsed is None:
+        return None
+    try:
+        import json
+
+        data = parsed.model_dump(mode="json")
+        text = json.dumps({"text": _text_print(done.text), "parsed": data}, ensure_ascii=False)
+        if json.loads(text)["parsed"] != parsed.model_dump():
+            return None
+        text.encode()
+    except Exception:
+        return None
+    return text
+
+
+def _stored_parse(stored: str | None, text: str) -> Any:
+    """The cached parse result of `text`, validated as a `Parsed`; None when there is none or
+    it was made for another text (the entry was refreshed since)."""
+    if stored is None:
+        return None
+    try:
+        import json
+
+        from .structured import Parsed
+
+        data = json.loads(stored)
+        if data.get("text") != _text_print(text):
+            return None
+        return Parsed.model_validate(data["parsed"])
+    except Exception:
+        return None
 
 
 def _confidences(done: Completion) -> dict[str, Any] | None:
