@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._parse_cache import parse_entry, parse_print, stored_parse
 from .cache import Cache, cache_key, key_for
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, ContextOverflow, InputError, ProviderError, scrub_chain
@@ -85,7 +86,7 @@ class _Prepared:
     found: tuple[Completion | None, str | None] | None
     """(entry, stored parse) fetched ahead by `Client.prefetch`; None: not fetched yet."""
     parse_key: str | None
-    """Where this call's parse result is cached (None: not cacheable, see `_parse_print`)."""
+    """Where this call's parse result is cached (None: not cacheable, see `_parse_cache`)."""
 
 
 class _Runner:
@@ -271,9 +272,9 @@ class Client:
         if ab_key is None:  # the A/B arm follows the item, else the conversation
             ab_key = item_id or (str(msgs) if model in reg.aliases else "")
         res = reg.resolve(model, profile=profile or self.profile, ab_key=ab_key)
-        json_schema = parse_print = None
+        json_schema = fingerprint = None
         if schema is not None:
-            json_schema, instructions, parse_print = self._schema_parts(schema, confidence)
+            json_schema, instructions, fingerprint = self._schema_parts(schema, confidence)
             msgs = _append_instructions(msgs, instructions)
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
         merged = {**res.info.params, **out_params}
@@ -298,7 +299,7 @@ class Client:
             sample=sample,
             key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
-            parse_key=f"{key}.parsed.{parse_print}" if parse_print else None,
+            parse_key=f"{key}.parsed.{fingerprint}" if fingerprint else None,
         )
 
     def _schema_parts(
@@ -316,7 +317,7 @@ class Client:
         parts = (
             response_format(schema, confidence=confidence).get("schema"),
             json_instructions(schema, confidence=confidence),
-            _parse_print(schema),
+            parse_print(schema),
         )
         if len(self._schema_memo) > 256:
             self._schema_memo.clear()
@@ -332,10 +333,10 @@ class Client:
         if self.cache is None:
             return None
         if p.found is not None:  # fetched ahead, in bulk
-            hit, stored_parse = p.found
+            hit, stored = p.found
             p.found = None  # used once: a later lookup of the same call reads anew
         else:
-            hit, stored_parse = self.cache.get(p.key), None
+            hit, stored = self.cache.get(p.key), None
         if hit is None:
             return None
         # Plain attribute writes: the values are known-good, and pydantic's validating
@@ -345,7 +346,7 @@ class Client:
         )
         repairs = None
         if p.schema is not None:
-            hit.parsed = _stored_parse(stored_parse, hit.text) or _parse(hit.text, p.schema)
+            hit.parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
             repairs = hit.parsed.repair_steps
         self.tracer.record(
             kind="cache_hit",
@@ -511,8 +512,8 @@ class Client:
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
             parse_key = p.parse_key if done.cache_key == p.key else None
-            stored = _parse_entry(done) if parse_key else None
-            await self._cache_store(done.cache_key, done, (parse_key, stored))
+            entry = parse_entry(done) if parse_key else None
+            await self._cache_store(done.cache_key, done, (parse_key, entry))
         return done
 
     async def _cache_store(
@@ -743,77 +744,6 @@ def _parse(text: str, schema: Any) -> Any:
     from .structured import parse
 
     return parse(text, schema)
-
-
-# Bump when the parser's output for the same text and schema may change: cached parse results
-# made by an older parser are then ignored (the labkit version is in the fingerprint too).
-PARSE_CACHE_VERSION = 1
-
-
-def _parse_print(schema: Any) -> str | None:
-    """A fingerprint of everything a parse result depends on besides the text: the schema (as
-    normalised JSON Schema), the parser's version and labkit's. None for a pydantic class:
-    its validators are code, which no fingerprint of the schema sees, so it is parsed anew."""
-    if isinstance(schema, type):
-        return None
-    try:
-        import hashlib
-        import json
-
-        from . import __version__
-        from .schema import normalise
-
-        blob = json.dumps(
-            [PARSE_CACHE_VERSION, __version__, normalise(schema)],
-            sort_keys=True,
-            ensure_ascii=False,
-        )
-    except Exception:  # a schema that is not plain JSON: not cached
-        return None
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-
-
-def _text_print(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-
-
-def _parse_entry(done: Completion) -> str | None:
-    """The parse result as JSON text for the cache, tied to the exact reply text; None when
-    JSON would not give back the same result (NaN, or a value that is not plain JSON)."""
-    parsed = done.parsed
-    if parsed is None:
-        return None
-    try:
-        import json
-
-        data = parsed.model_dump(mode="json")
-        text = json.dumps({"text": _text_print(done.text), "parsed": data}, ensure_ascii=False)
-        if json.loads(text)["parsed"] != parsed.model_dump():
-            return None
-        text.encode()
-    except Exception:
-        return None
-    return text
-
-
-def _stored_parse(stored: str | None, text: str) -> Any:
-    """The cached parse result of `text`, validated as a `Parsed`; None when there is none or
-    it was made for another text (the entry was refreshed since)."""
-    if stored is None:
-        return None
-    try:
-        import json
-
-        from .structured import Parsed
-
-        data = json.loads(stored)
-        if data.get("text") != _text_print(text):
-            return None
-        return Parsed.model_validate(data["parsed"])
-    except Exception:
-        return None
 
 
 def _confidences(done: Completion) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
+import labkit._parse_cache as parse_cache
 import labkit.client as client_mod
 from labkit.cache import Cache
 from labkit.client import Client
@@ -183,12 +184,12 @@ def test_a_stored_parse_is_used_only_for_its_text_schema_and_parser_version(
     assert bulk_value() == {"sentiment": "positive"}
     # ... nor after the parser changes: the fingerprint (so the key) moves.
     client.cache.set_many([(p.parse_key, json.dumps(planted))])
-    monkeypatch.setattr(client_mod, "PARSE_CACHE_VERSION", client_mod.PARSE_CACHE_VERSION + 1)
+    monkeypatch.setattr(parse_cache, "PARSE_CACHE_VERSION", parse_cache.PARSE_CACHE_VERSION + 1)
     client._schema_memo.clear()
     assert client.prepare(**args).parse_key != p.parse_key
     assert bulk_value() == {"sentiment": "positive"}
     # Another schema: another fingerprint.
-    assert client_mod._parse_print({"sentiment": str}) != client_mod._parse_print(SCHEMA)
+    assert parse_cache.parse_print({"sentiment": str}) != parse_cache.parse_print(SCHEMA)
 
     # A pydantic class has validators no fingerprint sees: never cached, always parsed.
     class Review(BaseModel):
