@@ -245,18 +245,22 @@ class TraceStore:
             if isinstance(fields.get(key), bool):
                 fields[key] = int(fields[key])
         escaped = []
-        for key in _NAMES:
-            value = fields.get(key)
-            if isinstance(value, str) and (safe := mend_text(value)) is not value:
-                fields[key] = safe
-                escaped.append(key)
+        row = tuple(map(fields.get, _NAMES))
+        try:  # one check over every text of the row; field by field only when one fails
+            "".join([v for v in row if type(v) is str]).encode()
+        except UnicodeEncodeError:
+            for key in _NAMES:
+                value = fields.get(key)
+                if isinstance(value, str) and (safe := mend_text(value)) is not value:
+                    fields[key] = safe
+                    escaped.append(key)
         if escaped:  # say so: the stored text is not what the model wrote, byte for byte
             meta = json.loads(fields["meta"]) if isinstance(fields.get("meta"), str) else {}
             meta = meta if isinstance(meta, dict) else {"meta": meta}
             meta["escaped"] = escaped
             note = json.dumps(meta, default=str)  # ASCII: always storable
             fields["meta"] = note
-        row = tuple(map(fields.get, _NAMES))
+            row = tuple(map(fields.get, _NAMES))
         fields["_done"] = row
         return row
 
