@@ -71,6 +71,15 @@ def key_for(
 
 
 _MODE_RAW = 1  # diskcache.core.MODE_RAW: a value kept inline in its row
+# An inline text row as `diskcache.Cache.set` writes it (no expiry, no tag, size 0, MODE_RAW);
+# the update path fires diskcache's size trigger, the insert path its count trigger.
+_UPSERT = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+    " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+    " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time, expire_time = NULL,"
+    " access_time = excluded.access_time, access_count = 0, tag = NULL, size = 0, mode = 1,"
+    " filename = NULL, value = excluded.value"
+)
 
 
 def _unreadable(key: str, exc: BaseException) -> None:
@@ -238,9 +247,9 @@ class Cache:
                 errors[i] = exc
         try:
             with store.transact():
-                for (key, _), blob in zip(items, blobs, strict=True):
-                    if blob is not None:
-                        store.set(key, blob)
+                self._write_rows(store, [(k, b) for (k, _), b in zip(items, blobs, strict=True)])
+            if store.volume() > store.size_limit:
+                store.cull()  # what diskcache's own `set` does after each write
             return errors
         except Exception:
             pass
@@ -251,6 +260,32 @@ class Cache:
                 except Exception as exc:
                     errors[i] = exc
         return errors
+
+    @staticmethod
+    def _write_rows(store: Any, rows: list[tuple[str, str | None]]) -> None:
+        """Write text values inside the caller's transaction: short ones (kept inline, as
+        diskcache keeps them) with one upsert statement for all, the rest, and any key whose
+        old value lives in a file (it must be removed), through `diskcache.set`. diskcache's
+        triggers keep its count and size; its per-`set` statements (look-up, insert, cull
+        check) were most of a grid call's cache cost."""
+        inline = [(k, b) for k, b in rows if b is not None and len(b) < store.disk_min_file_size]
+        filed: set[str] = set()
+        for start in range(0, len(inline), 500):
+            part = [k for k, _ in inline[start : start + 500]]
+            filed.update(
+                r[0]
+                for r in store._sql(
+                    "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN "
+                    f"({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            )
+        now = time.time()
+        store._con.executemany(_UPSERT, [(k, now, now, b) for k, b in inline if k not in filed])
+        done = {k for k, _ in inline if k not in filed}
+        for key, blob in rows:
+            if blob is not None and key not in done:
+                store.set(key, blob)
 
     def delete(self, key: str) -> bool:
         return bool(self._open().delete(key))

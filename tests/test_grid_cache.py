@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,23 @@ def test_a_rerun_in_the_same_session_restores_no_attempt_row(
     attempts = client.traces(run_id=exp.run_id, kind="attempt")
     assert len(attempts) == 24 and attempts["id"].is_unique
     client.close()
+
+
+def test_set_many_keeps_diskcache_bookkeeping_and_files_right(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    small = Completion(text="small", model="m")
+    big = Completion(text="y" * 40_000, model="m")  # kept in a file by diskcache
+    assert cache.set_many([("a", small), ("b", big), ("c", small)]) == [None] * 3
+    store = cache._open()
+    files = sorted(p.name for p in (tmp_path / "c").rglob("*.val"))
+    assert len(files) == 1
+    # Overwrite: a small value over the file-backed one (its file must go), and an upsert.
+    newer = Completion(text="newer", model="m")
+    assert cache.set_many([("b", newer), ("a", newer), ("a", small)]) == [None] * 3
+    assert not list((tmp_path / "c").rglob("*.val"))
+    assert len(cache) == 3 and cache.get("a") == small and cache.get("b") == newer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.check() == []  # diskcache's own consistency check: counts, sizes, files
+    assert store.volume() > 0
+    cache.close()
