@@ -73,7 +73,7 @@ def build(path: Path, rows: int) -> None:
 
 
 def run_monitor(db: str) -> dict[str, Any]:
-    from labkit.monitor import monitor
+    from labkit.monitoring import monitor
 
     report = monitor(db, window="day")
     flagged = sorted({str(w.date()) for w in report.shifts["window"]})

@@ -20,7 +20,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,18 @@ def key_for(
     # surrogatepass: a prompt with a lone surrogate still gets a key (same bytes as before for
     # every other text).
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_MODE_RAW = 1  # diskcache.core.MODE_RAW: a value kept inline in its row
+# An inline text row as `diskcache.Cache.set(key, value, expire=ttl)` writes it (no tag, size 0,
+# MODE_RAW); the update path fires diskcache's size trigger, the insert path its count trigger.
+_UPSERT = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+    " mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
+    " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+    " expire_time = excluded.expire_time, access_time = excluded.access_time, access_count = 0,"
+    " tag = NULL, size = 0, mode = 1, filename = NULL, value = excluded.value"
+)
 
 
 def encode_entry(completion: Completion) -> str:
@@ -180,13 +193,117 @@ class Cache:
         """The stored completion, or None. A corrupt entry is a logged miss, never a crash."""
         try:
             blob = self._open().get(key)
-            return None if blob is None else decode_entry(blob)
+        except Exception as exc:
+            unreadable(key, exc)
+            return None
+        return self.decode(key, blob)
+
+    def decode(self, key: str, blob: Any) -> Completion | None:
+        """The completion stored as `blob` (from `get_texts`); a corrupt one is a logged miss."""
+        if blob is None:
+            return None
+        try:
+            return decode_entry(blob)
         except Exception as exc:
             unreadable(key, exc)
             return None
 
+    def get_texts(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored JSON text of every key present, in one SQLite query per 500 keys instead
+        of one round trip each (a cached grid resolves its hits this way). Only rows diskcache
+        keeps inline as text are read directly; any other row (a large value in a file, or a
+        row that is not text) goes through `diskcache.get` and `_JSONOnlyDisk`, so the same
+        refusals apply. Same answers as `get` key by key."""
+        store = self._open()
+        found: dict[str, str] = {}
+        others: list[str] = []
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            try:
+                rows = store._sql(
+                    "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
+                    f"({','.join('?' * len(part))}) AND (expire_time IS NULL OR expire_time > ?)",
+                    (*part, time.time()),
+                ).fetchall()
+            except Exception:  # an unexpected schema: the per-key path decides
+                others.extend(part)
+                continue
+            for key, mode, filename, value in rows:
+                if mode == _MODE_RAW and filename is None and isinstance(value, str):
+                    found[key] = value
+                else:
+                    others.append(key)
+        for key in others:
+            try:
+                value = store.get(key)
+            except Exception as exc:
+                unreadable(key, exc)
+                continue
+            if value is not None:
+                found[key] = value
+        return found
+
     def set(self, key: str, completion: Completion) -> None:
         self._open().set(key, encode_entry(completion), expire=self.ttl)
+
+    def set_many(self, items: Sequence[tuple[str, Completion | str]]) -> list[Exception | None]:
+        """Store several completions in one SQLite transaction; per item, None or the error
+        that kept it out. One commit costs more than the rows it carries, so the call path
+        groups the answers that finish together (each caller still waits for the commit: a
+        paid answer is on disk before its call returns). A failing batch is retried item by
+        item, so one bad entry never costs the others theirs."""
+        store = self._open()
+        errors: list[Exception | None] = [None] * len(items)
+        blobs: list[str | None] = []
+        for i, (_, value) in enumerate(items):
+            try:  # a str is JSON text the call path built (a parse result)
+                blobs.append(value if isinstance(value, str) else encode_entry(value))
+            except Exception as exc:
+                blobs.append(None)
+                errors[i] = exc
+        try:
+            with store.transact():
+                self._write_rows(store, [(k, b) for (k, _), b in zip(items, blobs, strict=True)])
+            if store.volume() > store.size_limit:
+                store.cull()  # what diskcache's own `set` does after each write
+            return errors
+        except Exception:
+            pass
+        for i, ((key, _), blob) in enumerate(zip(items, blobs, strict=True)):
+            if blob is not None:
+                try:
+                    store.set(key, blob, expire=self.ttl)
+                except Exception as exc:
+                    errors[i] = exc
+        return errors
+
+    def _write_rows(self, store: Any, rows: list[tuple[str, str | None]]) -> None:
+        """Write text values inside the caller's transaction: short ones (kept inline, as
+        diskcache keeps them) with one upsert statement for all, the rest, and any key whose
+        old value lives in a file (it must be removed), through `diskcache.set`. diskcache's
+        triggers keep its count and size; its per-`set` statements (look-up, insert, cull
+        check) were most of a grid call's cache cost."""
+        inline = [(k, b) for k, b in rows if b is not None and len(b) < store.disk_min_file_size]
+        filed: set[str] = set()
+        for start in range(0, len(inline), 500):
+            part = [k for k, _ in inline[start : start + 500]]
+            filed.update(
+                r[0]
+                for r in store._sql(
+                    "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN "
+                    f"({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            )
+        now = time.time()
+        expire = None if self.ttl is None else now + self.ttl
+        fresh = [(k, now, expire, now, b) for k, b in inline if k not in filed]
+        store._con.executemany(_UPSERT, fresh)
+        done = {k for k, _ in inline if k not in filed}
+        for key, blob in rows:
+            if blob is not None and key not in done:
+                store.set(key, blob, expire=self.ttl)
 
     def delete(self, key: str) -> bool:
         return bool(self._open().delete(key))

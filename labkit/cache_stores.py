@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -49,6 +49,20 @@ class CacheStore(Protocol):
     def get(self, key: str) -> Completion | None: ...
 
     def set(self, key: str, completion: Completion) -> None: ...
+
+    def get_texts(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored JSON text of every key present, in as few round trips as the store
+        allows (a cached grid resolves its hits this way)."""
+        ...
+
+    def decode(self, key: str, blob: Any) -> Completion | None:
+        """A text from `get_texts` back to a `Completion`; a corrupt one is a logged miss."""
+        ...
+
+    def set_many(self, items: Sequence[tuple[str, Completion | str]]) -> list[Exception | None]:
+        """Store several entries at once (a str is JSON text already built); per item, None or
+        the error that kept it out."""
+        ...
 
     def delete(self, key: str) -> bool: ...
 
@@ -262,6 +276,55 @@ class RedisCache:
             self._redis().set(self.prefix + key, blob, px=ms)
         except Exception as exc:
             self._failed("write", exc)
+
+    def get_texts(self, keys: Sequence[str]) -> dict[str, str]:
+        """One MGET per 500 keys; Redis unreachable is all misses (logged once)."""
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        if not self._available():
+            return found
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            try:
+                values = self._redis().mget([self.prefix + k for k in part])
+            except Exception as exc:
+                self._failed("read", exc)
+                return found
+            for key, value in zip(part, values, strict=True):
+                if value is None:
+                    continue
+                try:
+                    found[key] = value.decode("utf-8") if isinstance(value, bytes) else value
+                except UnicodeDecodeError as exc:
+                    unreadable(key, exc)
+        return found
+
+    def decode(self, key: str, blob: Any) -> Completion | None:
+        if blob is None:
+            return None
+        try:
+            return decode_entry(blob)
+        except Exception as exc:
+            unreadable(key, exc)
+            return None
+
+    def set_many(self, items: Sequence[tuple[str, Completion | str]]) -> list[Exception | None]:
+        """One pipeline for all. A failed write is logged and counted, as `set` does, and not
+        reported per item: the callers already have their answers, and a shared cache that is
+        down must not fail their calls."""
+        errors: list[Exception | None] = [None] * len(items)
+        if not self._available() or not items:
+            return errors
+        ms = None if self.ttl is None else max(1, round(self.ttl * 1000))
+        try:
+            pipe = self._redis().pipeline(transaction=False)
+            for key, value in items:
+                blob = value if isinstance(value, str) else encode_entry(value)
+                pipe.set(self.prefix + key, blob.encode("utf-8"), px=ms)
+            pipe.execute()
+        except Exception as exc:
+            self._failed("write", exc)
+        return errors
 
     def delete(self, key: str) -> bool:
         return bool(self._redis().delete(self.prefix + key))

@@ -14,7 +14,6 @@ policy's async primitives always live on one loop.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import copy
@@ -24,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._loop import LoopThread
+from ._parse_cache import parse_entry, parse_print, stored_parse
 from .cache import cache_key, key_for
 from .cache_stores import CacheConfig, CacheStore, cache_store
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
@@ -55,11 +56,13 @@ class _Prepared:
 
     __slots__ = (
         "call_id",
+        "found",
         "json_schema",
         "key",
         "messages",
         "meta",
         "params",
+        "parse_key",
         "resolution",
         "sample",
         "schema",
@@ -67,6 +70,8 @@ class _Prepared:
     )
 
     def __init__(self, **kw: Any) -> None:
+        self.found: tuple[Completion | None, str | None] | None = None
+        self.parse_key: str | None = None
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -80,6 +85,10 @@ class _Prepared:
     sample: int
     key: str
     meta: dict[str, Any]
+    found: tuple[Completion | None, str | None] | None
+    """(entry, stored parse) fetched ahead by `Client.prefetch`; None: not fetched yet."""
+    parse_key: str | None
+    """Where this call's parse result is cached (None: not cacheable, see `_parse_cache`)."""
 
 
 class _Unset:
@@ -90,40 +99,6 @@ class _Unset:
 
 
 _UNSET: Any = _Unset()
-
-
-class _Runner:
-    """A private event loop on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="labkit-loop", daemon=True
-        )
-        self.thread.start()
-        # The default client is never closed by hand: at exit, finish the loop's async
-        # generators (pooled HTTP sessions close in theirs) so nothing warns "unclosed".
-        atexit.register(self.close)
-
-    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Finish async generators, stop the loop, wait for its thread, then close it: a loop
-        left open holds its self-pipe sockets until garbage collection and warns then, far
-        from the cause."""
-        if self.loop.is_closed():
-            return
-        inside = threading.current_thread() is self.thread
-        if not inside and self.loop.is_running():
-            with contextlib.suppress(Exception):
-                self.submit(self.loop.shutdown_asyncgens()).result(timeout)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if inside:
-            return  # closed from inside the loop: it stops once this callback returns
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 class Client:
@@ -168,9 +143,14 @@ class Client:
             self.tracer.sinks.append(sink)
         self._policy = policy
         self._backends: dict[str, Backend] = dict(backends or {})
-        self._runner: _Runner | None = None
+        self._runner: LoopThread | None = None
         self._lock = threading.Lock()
-        self._schema_memo: dict[tuple[int, bool], tuple[Any, dict[str, Any] | None, str]] = {}
+        self._schema_memo: dict[
+            tuple[int, bool], tuple[Any, dict[str, Any] | None, str, str | None]
+        ] = {}
+        self._cache_queue: list[
+            tuple[list[tuple[str, Completion | str]], asyncio.Future[None]]
+        ] = []
 
     # ------------------------------------------------------------------ parts
     @property
@@ -223,11 +203,11 @@ class Client:
         """Run a coroutine on the client's loop and wait for it, from sync code or Jupyter."""
         return self._run_sync(coro)
 
-    def _loop_runner(self) -> _Runner:
+    def _loop_runner(self) -> LoopThread:
         if self._runner is None:
             with self._lock:
                 if self._runner is None:
-                    self._runner = _Runner()
+                    self._runner = LoopThread()
         return self._runner
 
     def _run_sync(self, coro: Any) -> Any:
@@ -297,9 +277,9 @@ class Client:
         if fallbacks is not None:
             chain = list(dict.fromkeys([res.model, *fallbacks]))
             res = res.model_copy(update={"chain": chain})
-        json_schema = None
+        json_schema = fingerprint = None
         if schema is not None:
-            json_schema, instructions = self._schema_parts(schema, confidence)
+            json_schema, instructions, fingerprint = self._schema_parts(schema, confidence)
             msgs = _append_instructions(msgs, instructions)
         out_params = {k: v for k, v in params.items() if k in OUTPUT_PARAMS}
         merged = {**res.info.params, **out_params}
@@ -324,19 +304,23 @@ class Client:
             sample=sample,
             key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
+            parse_key=f"{key}.parsed.{fingerprint}" if fingerprint else None,
         )
 
-    def _schema_parts(self, schema: Any, confidence: bool) -> tuple[dict[str, Any] | None, str]:
-        """(JSON Schema, prompt instructions) of `schema`, memoised: a grid asks for the same
-        schema thousands of times, and deriving both was a third of a cache hit's CPU. A dict
-        schema is compared by value (it may have been edited in place), anything else by
-        identity."""
+    def _schema_parts(
+        self, schema: Any, confidence: bool
+    ) -> tuple[dict[str, Any] | None, str, str | None]:
+        """(JSON Schema, prompt instructions, parse fingerprint) of `schema`, memoised: a grid
+        asks for the same schema thousands of times, and deriving them was a third of a cache
+        hit's CPU. A dict schema is compared by value (it may have been edited in place),
+        anything else by identity."""
         memo = self._schema_memo.get((id(schema), confidence))
         if memo is not None and (memo[0] is schema or memo[0] == schema):
-            return memo[1], memo[2]
+            return memo[1], memo[2], memo[3]
         parts = (
             response_format(schema, confidence=confidence).get("schema"),
             json_instructions(schema, confidence=confidence),
+            parse_print(schema),
         )
         if len(self._schema_memo) > 256:
             self._schema_memo.clear()
@@ -351,7 +335,11 @@ class Client:
         """The cache-hit path: stored completion, flagged, parsed and traced; None on a miss."""
         if self.cache is None:
             return None
-        hit = self.cache.get(p.key)
+        if p.found is not None:  # fetched ahead, in bulk
+            hit, stored = p.found
+            p.found = None  # used once: a later lookup of the same call reads anew
+        else:
+            hit, stored = self.cache.get(p.key), None
         if hit is None:
             return None
         # Plain attribute writes: the values are known-good, and pydantic's validating
@@ -361,7 +349,7 @@ class Client:
         )
         repairs = None
         if p.schema is not None:
-            hit.parsed = _parse(hit.text, p.schema)
+            hit.parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
             repairs = hit.parsed.repair_steps
         self.tracer.record(
             kind="cache_hit",
@@ -387,7 +375,12 @@ class Client:
             meta=_confidences(hit),
         )
         origin = hit.origin
-        if origin and p.meta["run_id"] and origin.get("run_id") == p.meta["run_id"]:
+        if (
+            origin
+            and p.meta["run_id"]
+            and origin.get("run_id") == p.meta["run_id"]
+            and not self.tracer.knows(origin.get("id") or "")
+        ):
             # A resumed grid: the attempt that produced this answer may have died queued
             # (SIGKILL within the batch window); write it unless it is already there.
             req = Request(model=hit.model, messages=p.messages, params=p.params)
@@ -395,6 +388,35 @@ class Client:
                 p, hit.model, origin.get("attempt", 1), req, hit, None, 0, None, None
             )
         return hit
+
+    def prefetch(self, prepared: list[_Prepared]) -> int:
+        """Fetch the cache entries (and stored parse results) of many prepared calls in one
+        SQLite round trip; each call's `lookup` then uses what was fetched instead of its own
+        query. Nothing is flagged, parsed or traced here: that stays in `lookup`, when the call
+        runs. Returns the number of entries found."""
+        if self.cache is None or not prepared:
+            return 0
+        keys = [p.key for p in prepared]
+        keys += [p.parse_key for p in prepared if p.parse_key]
+        try:
+            texts = self.cache.get_texts(keys)
+        except Exception:  # the store would not open: each lookup finds out on its own
+            return 0
+        hits = 0
+        for p in prepared:
+            text = texts.get(p.key)
+            hit = self.cache.decode(p.key, text) if text is not None else None
+            p.found = (hit, texts.get(p.parse_key) if hit and p.parse_key else None)
+            hits += hit is not None
+        return hits
+
+    async def agenerate_prepared(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
+        """`agenerate` for a call already prepared (a grid prepares cells in bulk)."""
+        _check_cache_mode(cache)
+        if cache == "use" and (hit := self.lookup(p)) is not None:
+            return hit
+        result: Completion = await self._run_async(self.execute(p, cache))
+        return result
 
     async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
         """The miss path: policy around backend attempts; stores the answer in the cache."""
@@ -466,7 +488,9 @@ class Client:
                 )
                 raise
             escaped = _clean_reply(done)
-            done.cache_key = cache_key(req)
+            # The first model of the chain is the one prepare() keyed (same id, same registry
+            # params): reuse its key instead of hashing the request again.
+            done.cache_key = p.key if model == res.model else cache_key(req)
             if p.schema is not None:
                 done.parsed = _parse(done.text, p.schema)
             if ctx_tokens is None and ctx_limit is not None:
@@ -490,8 +514,66 @@ class Client:
         done.alias = res.alias
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
-            self.cache.set(done.cache_key, done)
+            parse_key = p.parse_key if done.cache_key == p.key else None
+            entry = parse_entry(done) if parse_key else None
+            await self._cache_store(done.cache_key, done, (parse_key, entry))
         return done
+
+    async def _cache_store(
+        self, key: str, done: Completion, parse: tuple[str | None, str | None]
+    ) -> None:
+        """Store an answer (and its parse result beside it), committed together with the others
+        that finish in the same turn of the loop (group commit: one SQLite commit per call was
+        a third of a grid call's CPU). Returns once the answer is on disk, as `set` did."""
+        assert self.cache is not None
+        items: list[tuple[str, Completion | str]] = [(key, done)]
+        if parse[0] and parse[1]:
+            items.append((parse[0], parse[1]))
+        loop = asyncio.get_running_loop()
+        if self._runner is None or loop is not self._runner.loop:
+            error = self.cache.set_many(items)[0]  # not on our loop: no batch to join
+            if error is not None:
+                raise error
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        if not self._cache_queue:
+            loop.call_soon(self._cache_flush)
+        entry = (items, fut)
+        self._cache_queue.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            # A call cancelled before it returned leaves no cache entry, as one cancelled while
+            # reading the reply did (a resumed grid asks again, and a grid keeps a row for every
+            # cached answer): withdraw it, or take it back if the commit came first.
+            if entry in self._cache_queue:
+                self._cache_queue.remove(entry)
+            else:  # the batch was written in the meantime
+                with contextlib.suppress(Exception):
+                    for k, _ in items:
+                        self.cache.delete(k)
+            raise
+
+    def _cache_flush(self) -> None:
+        batch, self._cache_queue = self._cache_queue, []
+        if not batch:
+            return
+        items = [item for entries, _ in batch for item in entries]
+        try:
+            assert self.cache is not None
+            errors = self.cache.set_many(items)
+        except Exception as exc:  # the store would not open: every waiter hears why
+            errors = [exc] * len(items)
+        at = 0
+        for entries, fut in batch:
+            err = errors[at]  # the answer's own entry decides; its parse result is a bonus
+            at += len(entries)
+            if fut.done():  # its caller was cancelled; the answer is stored anyway
+                continue
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(err)
 
     def _fit(
         self, backend: Backend, req: Request, emit: Callable[[Event], None]
@@ -595,12 +677,7 @@ class Client:
         self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any
     ) -> Completion:
         """Async `generate`; see there."""
-        p = self.prepare(prompt, **kwargs)
-        _check_cache_mode(cache)
-        if cache == "use" and (hit := self.lookup(p)) is not None:
-            return hit
-        result: Completion = await self._run_async(self.execute(p, cache))
-        return result
+        return await self.agenerate_prepared(self.prepare(prompt, **kwargs), cache)
 
     def generate(
         self, prompt: str | None = None, *, cache: CacheMode = "use", **kwargs: Any

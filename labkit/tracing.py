@@ -173,14 +173,22 @@ class TraceStore:
 
     def record_if_missing(self, **fields: Any) -> str | None:
         """Queue a row that is written only if no row with its id exists (a resumed grid
-        restoring an attempt row lost in a crash); once per id and store."""
+        restoring an attempt row lost in a crash); once per id and store, and never for an
+        attempt row this store recorded itself (a grid re-run in the same session)."""
         row_id = fields.get("id")
         if not row_id or row_id in self._restored:
             return None
+        self._note_written(row_id)
+        return self.record(**fields, _if_missing=True)
+
+    def _note_written(self, row_id: str) -> None:
         if len(self._restored) >= 100_000:
             self._restored.clear()
         self._restored.add(row_id)
-        return self.record(**fields, _if_missing=True)
+
+    def knows(self, row_id: str) -> bool:
+        """Whether this store already recorded (or restored) the attempt row `row_id`."""
+        return row_id in self._restored
 
     def record(self, **fields: Any) -> str:
         """Queue one row; returns its id. Redaction and encoding happen when the row is written
@@ -188,8 +196,11 @@ class TraceStore:
         unknown = fields.keys() - _NAME_SET - {"_if_missing"}
         if unknown:
             raise TypeError(f"unknown trace column(s): {sorted(unknown)}")
-        row_id: str = fields.get("id") or new_id()
+        given = fields.get("id")
+        row_id: str = given or new_id()
         fields["id"] = row_id
+        if given and fields.get("kind") == "attempt" and "_if_missing" not in fields:
+            self._note_written(row_id)  # an answer's attempt row: a re-run needs no restore
         fields.setdefault("ts", time.time())
         if self.flush_interval <= 0:
             with self._lock:
@@ -246,18 +257,22 @@ class TraceStore:
             if isinstance(fields.get(key), bool):
                 fields[key] = int(fields[key])
         escaped = []
-        for key in _NAMES:
-            value = fields.get(key)
-            if isinstance(value, str) and (safe := mend_text(value)) is not value:
-                fields[key] = safe
-                escaped.append(key)
+        row = tuple(map(fields.get, _NAMES))
+        try:  # one check over every text of the row; field by field only when one fails
+            "".join([v for v in row if type(v) is str]).encode()
+        except UnicodeEncodeError:
+            for key in _NAMES:
+                value = fields.get(key)
+                if isinstance(value, str) and (safe := mend_text(value)) is not value:
+                    fields[key] = safe
+                    escaped.append(key)
         if escaped:  # say so: the stored text is not what the model wrote, byte for byte
             meta = json.loads(fields["meta"]) if isinstance(fields.get("meta"), str) else {}
             meta = meta if isinstance(meta, dict) else {"meta": meta}
             meta["escaped"] = escaped
             note = json.dumps(meta, default=str)  # ASCII: always storable
             fields["meta"] = note
-        row = tuple(map(fields.get, _NAMES))
+            row = tuple(map(fields.get, _NAMES))
         fields["_done"] = row
         return row
 

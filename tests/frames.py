@@ -1,6 +1,6 @@
 """Synthetic results frames for tests and benchmarks (the experiment module makes the real ones).
 
-`make_results` follows the contract in the `labkit.stats` docstring: one row per (item,
+`make_results` follows the contract in the `labkit.experiments.stats` docstring: one row per (item,
 prompt, model, repeat), with item difficulty shared across variants (so pairing matters),
 per-field correctness and roughly calibrated confidences, token counts and prices, latencies,
 cache hits, repair steps, and a sprinkle of error and parse-failure rows.

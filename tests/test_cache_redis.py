@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit.experiment import Experiment
 
 from labkit.cache import Cache
 from labkit.cache_stores import CacheConfig, RedisCache
 from labkit.client import Client
 from labkit.errors import ConfigError
+from labkit.experiments import Experiment
 from labkit.models import Registry
 from labkit.testing import FakeOpenAIServer
 from labkit.types import Completion, Usage

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit.experiment import Experiment
-from labkit.judge import LLMJudge
 
 from labkit.chunking import map_chunks
 from labkit.client import Client
 from labkit.errors import LabkitError
+from labkit.evaluation import LLMJudge
+from labkit.experiments import Experiment
 from labkit.models import Registry
 from labkit.otel import OtelConfig, SpanSink
 from labkit.testing import FakeOpenAIServer, Fault

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit.experiment import Experiment
 
 from labkit.client import Client
+from labkit.experiments import Experiment
 from labkit.models import Registry
 from labkit.otel import SpanSink
 from labkit.testing import FakeBackend, FakeOpenAIServer

@@ -43,13 +43,18 @@ async def run_cell(
     prompt: str | None = None,
     cache: CacheMode = "use",
     on_reply: Callable[[Completion], None] | None = None,
+    prepared: Any = None,
     **generate: Any,
 ) -> Cell:
     """`client.agenerate(**generate)`, then every evaluator on the reply (`row` is the dataset
     row they read, `prompt` the rendered prompt a judge sees). A generation error propagates for
     the caller to record; `on_reply` sees the reply before scoring starts, so a caller can keep
-    a paid-for answer when scoring is cancelled."""
-    done = await client.agenerate(cache=cache, **generate)
+    a paid-for answer when scoring is cancelled. `prepared` (from `client.prepare`, as a grid
+    prepares its cells in bulk) replaces `generate`."""
+    if prepared is not None:
+        done = await client.agenerate_prepared(prepared, cache)
+    else:
+        done = await client.agenerate(cache=cache, **generate)
     if on_reply is not None:
         on_reply(done)
     if not evaluators:

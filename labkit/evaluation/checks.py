@@ -190,6 +190,8 @@ async def run_evaluators(evaluators: Sequence[Evaluator], ctx: EvalContext) -> l
                 error=f"{type(exc).__name__}: {exc}",
             )
 
+    if len(evaluators) == 1:  # nothing to overlap: no task, no gather (a grid's common case)
+        return [await one(evaluators[0])]
     return list(await asyncio.gather(*(one(ev) for ev in evaluators)))
 
 

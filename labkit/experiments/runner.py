@@ -21,9 +21,11 @@ wrapped in `Results` for the summary, comparisons, charts, export and persistenc
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -64,6 +66,7 @@ _SECRET_PARAMS = frozenset({"api_key", "extra_headers"})
 _UNSCORED = "interrupted before evaluation finished; run again to score it (the reply is cached)"
 _ALREADY_RUNNING = "this experiment is already running; wait for it, or call stop() first"
 _NAN = float("nan")
+_CHUNK = 256  # cells prepared and looked up in the cache together
 
 
 def variant_name(prompt: str, model: str) -> str:
@@ -352,13 +355,15 @@ class Experiment:
                 except Exception:
                     _log.exception("on_progress callback %r failed; the run carries on", callback)
 
+        ready: collections.deque[tuple[_Cell, Any]] = collections.deque()
+
         async def worker() -> None:
             nonlocal errors, hits, spent
             while not self._stop.is_set():
-                cell = next(cells, None)
-                if cell is None:
+                if not ready and not self._prefetch(cells, ready, cache):
                     return
-                row = await self._run_cell(cell, cache)
+                cell, prepared = ready.popleft()
+                row = await self._run_cell(cell, cache, prepared)
                 self._rows[cell.index] = row
                 errors += row["error"] is not None
                 hits += bool(row["cache_hit"])
@@ -386,7 +391,43 @@ class Experiment:
             self._active = False
         return self.results
 
-    async def _run_cell(self, cell: _Cell, cache: CacheMode) -> dict[str, Any]:
+    def _prefetch(
+        self, cells: Iterator[_Cell], ready: collections.deque[tuple[_Cell, Any]], cache: CacheMode
+    ) -> bool:
+        """Queue the next cells, prepared, with their cache entries fetched in one query (a
+        cached grid pays one SQLite round trip per chunk, not one per cell). A cell whose
+        arguments fail to prepare is queued bare: its own call raises, as an error row."""
+        chunk = list(itertools.islice(cells, _CHUNK))
+        if not chunk:
+            return False
+        prepared: list[Any] = []
+        for cell in chunk:
+            try:
+                prepared.append(self.client.prepare(**self._call_args(cell)))
+            except Exception:
+                prepared.append(None)
+        if cache == "use":
+            self.client.prefetch([p for p in prepared if p is not None])
+        ready.extend(zip(chunk, prepared, strict=True))
+        return True
+
+    def _call_args(self, cell: _Cell) -> dict[str, Any]:
+        return dict(
+            template=self.prompts[cell.prompt],
+            variables=self._inputs[cell.item],
+            model=cell.model,
+            schema=self.schema,
+            confidence=self.confidence,
+            sample=cell.repeat,
+            run_id=self.run_id,
+            item_id=self._ids[cell.item],
+            system=self.system,
+            **self.params,
+        )
+
+    async def _run_cell(
+        self, cell: _Cell, cache: CacheMode, prepared: Any = None
+    ) -> dict[str, Any]:
         """One call, evaluated, as a row; any exception becomes an error row."""
         started = time.perf_counter()
         template = self.prompts[cell.prompt]
@@ -400,16 +441,8 @@ class Experiment:
                 prompt=render(template, variables) if self.evaluators else None,
                 cache=cache,
                 on_reply=replied.append,
-                template=template,
-                variables=variables,
-                model=cell.model,
-                schema=self.schema,
-                confidence=self.confidence,
-                sample=cell.repeat,
-                run_id=self.run_id,
-                item_id=self._ids[cell.item],
-                system=self.system,
-                **self.params,
+                prepared=prepared,
+                **({} if prepared is not None else self._call_args(cell)),
             )
         except asyncio.CancelledError:
             if replied:  # the reply is paid for and cached: keep it as a row, then stop

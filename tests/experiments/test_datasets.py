@@ -1,4 +1,4 @@
-"""The bundled datasets and the dataset loader (labkit.datasets)."""
+"""The bundled datasets and the dataset loader (labkit.experiments.datasets)."""
 
 from __future__ import annotations
 

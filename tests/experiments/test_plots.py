@@ -1,4 +1,4 @@
-"""labkit.plots: each figure's content matches the labkit.stats numbers it draws."""
+"""labkit.experiments.plots: each figure's content matches the labkit.experiments.stats numbers it draws."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""labkit.stats against scipy/statsmodels reference values and hand-computed cases."""
+"""labkit.experiments.stats against scipy/statsmodels reference values and hand-computed cases."""
 
 from __future__ import annotations
 

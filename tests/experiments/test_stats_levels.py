@@ -1,4 +1,4 @@
-"""The level of every decision labkit.stats makes, by exact enumeration or seeded simulation.
+"""The level of every decision labkit.experiments.stats makes, by exact enumeration or seeded simulation.
 
 Oracles: the multinomial pmf from scipy (`gammaln`), summed over every possible table, for the
 non-inferiority size and the paired interval's coverage; a seeded simulation for the item-level

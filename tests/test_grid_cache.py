@@ -1,0 +1,288 @@
+"""The grid's fast paths (#16) give the same answers as the call-by-call path they replace:
+bulk cache reads, cached parse results, group commits and in-session restore skipping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+
+import labkit._parse_cache as parse_cache
+import labkit.client as client_mod
+from labkit.cache import Cache
+from labkit.client import Client
+from labkit.experiments import Experiment
+from labkit.models import Registry
+from labkit.testing import FakeBackend
+from labkit.types import Completion, Usage
+
+SCHEMA = {"sentiment": ["positive", "negative"]}
+MODELS = ["fake/a", "fake/b"]
+PROMPTS = {"terse": "Sentiment: {{review}}", "careful": "Read it first.\n{{review}}"}
+
+
+def _reply(request: Any) -> str:
+    """A reply that depends on the prompt, some of it needing repair (so parses differ)."""
+    text = request.messages[-1]["content"]
+    if "broken" in text:
+        return "Sure! ```json\n{'sentiment': 'negative', 'sentiment_confidence': 0.6,}\n```"
+    return json.dumps({"sentiment": "positive", "sentiment_confidence": 0.9})
+
+
+def _rows(n: int) -> list[dict[str, Any]]:
+    words = ["great", "broken", "fine"]
+    return [
+        {
+            "id": f"r{i}",
+            # one review carries an e-mail address: traces must redact it on every path
+            "review": f"It was {words[i % 3]} (order {i})"
+            + (" mail me at ann@example.com" if i == 1 else ""),
+            "expected": {"sentiment": "negative" if i % 3 == 1 else "positive"},
+        }
+        for i in range(n)
+    ]
+
+
+def _client(folder: Path, traces: str = "t.db") -> Client:
+    client = Client(registry=Registry(), cache_dir=folder / "cache", traces=folder / traces)
+    client.add_backend("fake", FakeBackend(_reply))
+    return client
+
+
+def _frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame without what differs by construction between two runs (fresh ids)."""
+    return df.drop(columns=["trace_id"]).reset_index(drop=True)
+
+
+def _trace_rows(client: Client, run_id: str) -> pd.DataFrame:
+    cols = ["kind", "status", "item_id", "model", "prompt", "response", "parse_ok", "repairs",
+            "meta", "cache_key", "cache_hit", "prompt_tokens", "completion_tokens"]  # fmt: skip
+    df = client.traces(run_id=run_id, kind="cache_hit")[cols]
+    df = df.assign(prompt=df.prompt.map(json.dumps), meta=df.meta.map(json.dumps),
+                   repairs=df.repairs.map(json.dumps))  # fmt: skip
+    return df.sort_values(["item_id", "model", "prompt"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------ bulk reads
+def test_get_texts_answers_as_get_does_key_by_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import diskcache
+
+    cache = Cache(tmp_path / "c")
+    small = Completion(text="short", model="m", usage=Usage(prompt_tokens=2))
+    big = Completion(text="x" * 50_000, model="m")  # diskcache keeps it in a file
+    cache.set("small", small)
+    cache.set("big", big)
+    cache._open().set("bad", "{not json")
+    cache.close()
+    with diskcache.Cache(str(tmp_path / "c")) as plain:  # rows labkit must never unpickle
+        plain.set("pickled", pickle.dumps({"boom": 1}))
+        plain.set("number", 12345)
+    cache = Cache(tmp_path / "c")
+    keys = ["small", "big", "bad", "pickled", "number", "absent", "small"]
+    with caplog.at_level(logging.WARNING, logger="labkit.cache"):
+        texts = cache.get_texts(keys)
+        bulk = {k: cache.decode(k, texts.get(k)) for k in keys}
+        one_by_one = {k: cache.get(k) for k in keys}
+    assert {k: v.model_dump() if v else None for k, v in bulk.items()} == {
+        k: v.model_dump() if v else None for k, v in one_by_one.items()
+    }
+    assert bulk["small"] == small and bulk["big"] is not None and bulk["big"].text == big.text
+    assert bulk["bad"] is None and bulk["pickled"] is None and bulk["number"] is None
+    assert "treated as a miss" in caplog.text
+    cache.close()
+
+
+def test_set_many_keeps_the_good_entries_when_one_cannot_be_stored(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    good = Completion(text="fine", model="m")
+    bad = Completion(text="x", model="m", raw={"obj": object()})  # not JSON: cannot be stored
+    errors = cache.set_many([("a", good), ("b", bad), ("c", good), ("p", '{"parsed": 1}')])
+    assert errors[0] is None and errors[2] is None and errors[3] is None
+    assert errors[1] is not None
+    assert cache.get("a") == good and cache.get("c") == good and cache.get("b") is None
+    assert cache.get_texts(["p"]) == {"p": '{"parsed": 1}'}
+    cache.close()
+
+
+# ------------------------------------------------------------------ a cached re-run
+def test_a_cached_rerun_gives_the_frame_and_trace_rows_of_the_call_by_call_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _rows(12)
+    first = _client(tmp_path / "a")
+    exp = Experiment(rows, PROMPTS, MODELS, schema=SCHEMA, client=first, concurrency=4)
+    fresh = exp.run(progress=False).df
+    first.close()
+
+    # Bulk path: a new session (as after a kernel restart) re-runs from the cache.
+    bulk_client = _client(tmp_path / "a", "bulk.db")
+    parses: list[str] = []
+    real_parse = client_mod._parse
+    monkeypatch.setattr(client_mod, "_parse", lambda t, s: parses.append(t) or real_parse(t, s))
+    bulk_exp = Experiment(rows, PROMPTS, MODELS, schema=SCHEMA, client=bulk_client, concurrency=4)
+    bulk = bulk_exp.run(progress=False).df
+    assert parses == []  # every parse result came from the cache
+    bulk_traces = _trace_rows(bulk_client, bulk_exp.run_id)
+    bulk_client.close()
+
+    # The call-by-call path it replaces: no prefetch, every lookup reads and parses anew.
+    monkeypatch.setattr(Client, "prefetch", lambda self, prepared: 0)
+    slow_client = _client(tmp_path / "a", "slow.db")
+    slow_exp = Experiment(rows, PROMPTS, MODELS, schema=SCHEMA, client=slow_client, concurrency=4)
+    slow = slow_exp.run(progress=False).df
+    assert len(parses) == len(rows) * 4
+    slow_traces = _trace_rows(slow_client, slow_exp.run_id)
+    slow_client.close()
+
+    assert bulk["cache_hit"].all() and not fresh["cache_hit"].any()
+    pd.testing.assert_frame_equal(_frame(bulk), _frame(slow))
+    same = ["output", "parsed", "parse_ok", "passed", "score", "confidence", "confidences",
+            "repairs", "prompt_tokens", "completion_tokens", "cost_usd"]  # fmt: skip
+    pd.testing.assert_frame_equal(_frame(bulk)[same], _frame(fresh)[same])
+    assert bulk["repairs"].map(len).gt(0).any()  # the repaired replies are in the comparison
+    pd.testing.assert_frame_equal(bulk_traces, slow_traces)
+    assert len(bulk_traces) == len(rows) * 4
+    prompts = " ".join(bulk_traces["prompt"])
+    assert "ann@example.com" not in prompts and "[EMAIL]" in prompts
+
+
+def test_a_stored_parse_is_used_only_for_its_text_schema_and_parser_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(tmp_path)
+    args: dict[str, Any] = dict(prompt="It was great", model="fake/a", schema=SCHEMA)
+    first = client.generate(**args)
+    p = client.prepare(**args)
+    assert p.parse_key is not None and p.parse_key.startswith(p.key)
+    assert client.cache is not None
+    stored = json.loads(client.cache.get_texts([p.parse_key])[p.parse_key])
+    assert stored["parsed"]["value"] == first.value == {"sentiment": "positive"}
+
+    def bulk_value() -> Any:
+        q = client.prepare(**args)
+        client.prefetch([q])
+        got = client.lookup(q)
+        assert got is not None and got.cache_hit
+        return got.value
+
+    # A planted parse result for the same text is what a bulk hit returns: it is really used.
+    planted = {**stored, "parsed": {**stored["parsed"], "value": {"sentiment": "negative"}}}
+    client.cache.set_many([(p.parse_key, json.dumps(planted))])
+    assert bulk_value() == {"sentiment": "negative"}
+    # ... but not for another reply text (the entry was refreshed since): parsed anew.
+    other = {**planted, "text": "0" * 24}
+    client.cache.set_many([(p.parse_key, json.dumps(other))])
+    assert bulk_value() == {"sentiment": "positive"}
+    # ... nor after the parser changes: the fingerprint (so the key) moves.
+    client.cache.set_many([(p.parse_key, json.dumps(planted))])
+    monkeypatch.setattr(parse_cache, "PARSE_CACHE_VERSION", parse_cache.PARSE_CACHE_VERSION + 1)
+    client._schema_memo.clear()
+    assert client.prepare(**args).parse_key != p.parse_key
+    assert bulk_value() == {"sentiment": "positive"}
+    # Another schema: another fingerprint.
+    assert parse_cache.parse_print({"sentiment": str}) != parse_cache.parse_print(SCHEMA)
+
+    # A pydantic class has validators no fingerprint sees: never cached, always parsed.
+    class Review(BaseModel):
+        sentiment: str
+
+    assert client.prepare(prompt="x", model="fake/a", schema=Review).parse_key is None
+    client.close()
+
+
+# --------------------------------------------------------------------- group commit
+def test_answers_finishing_together_share_a_commit_and_are_on_disk_on_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(tmp_path)
+    assert client.cache is not None
+    batches: list[int] = []
+    real = Cache.set_many
+
+    def spy(self: Cache, items: Any) -> Any:
+        batches.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(Cache, "set_many", spy)
+
+    async def grid() -> list[Completion]:
+        calls = [client.agenerate(f"item {i}", model="fake/a") for i in range(20)]
+        return list(await asyncio.gather(*calls))
+
+    answers = client.run(grid())
+    assert len(answers) == 20 and sum(batches) == 20 and len(batches) < 20
+    for i, done in enumerate(answers):
+        hit = client.cache.get(done.cache_key or "")
+        assert hit is not None and hit.text == done.text, i
+    client.close()
+
+
+def test_a_call_cancelled_while_its_answer_is_committed_leaves_no_entry(
+    tmp_path: Path,
+) -> None:
+    client = _client(tmp_path)
+    assert client.cache is not None
+    key = client.prepare("cancel me", model="fake/a").key
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(client.agenerate("cancel me", model="fake/a"))
+        while not client._cache_queue:  # the answer is in, waiting for its commit
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    client.run(cancelled())
+    assert client.cache.get(key) is None  # a resumed grid asks again, as for any cancelled call
+    done = client.generate("cancel me", model="fake/a")
+    assert not done.cache_hit and client.cache.get(key) is not None
+    client.close()
+
+
+# ------------------------------------------------------------- restore rows, once
+def test_a_rerun_in_the_same_session_restores_no_attempt_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(tmp_path)
+    exp = Experiment(_rows(6), PROMPTS, MODELS, schema=SCHEMA, client=client)
+    exp.run(progress=False)
+    restored: list[Any] = []
+    real = client.tracer.record_if_missing
+    monkeypatch.setattr(
+        client.tracer, "record_if_missing", lambda **f: restored.append(f) or real(**f)
+    )
+    again = exp.run(progress=False)
+    assert again.df["cache_hit"].all() and restored == []
+    attempts = client.traces(run_id=exp.run_id, kind="attempt")
+    assert len(attempts) == 24 and attempts["id"].is_unique
+    client.close()
+
+
+def test_set_many_keeps_diskcache_bookkeeping_and_files_right(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    small = Completion(text="small", model="m")
+    big = Completion(text="y" * 40_000, model="m")  # kept in a file by diskcache
+    assert cache.set_many([("a", small), ("b", big), ("c", small)]) == [None] * 3
+    store = cache._open()
+    files = sorted(p.name for p in (tmp_path / "c").rglob("*.val"))
+    assert len(files) == 1
+    # Overwrite: a small value over the file-backed one (its file must go), and an upsert.
+    newer = Completion(text="newer", model="m")
+    assert cache.set_many([("b", newer), ("a", newer), ("a", small)]) == [None] * 3
+    assert not list((tmp_path / "c").rglob("*.val"))
+    assert len(cache) == 3 and cache.get("a") == small and cache.get("b") == newer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.check() == []  # diskcache's own consistency check: counts, sizes, files
+    assert store.volume() > 0
+    cache.close()
