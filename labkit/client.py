@@ -35,6 +35,7 @@ from .prompts import build_messages
 from .redact import Redactor, add_secret, map_strings, scrub_secrets
 from .resilience import Policy
 from .structured import SchemaLike, json_instructions, parse, response_format
+from .trace_rows import trace_row
 from .tracing import TraceStore, new_id
 from .types import OUTPUT_PARAMS, Completion, Event, Message, Request, check_params, mend_text
 
@@ -351,29 +352,22 @@ class Client:
         if p.schema is not None:
             hit.parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
             repairs = hit.parsed.repair_steps
-        self.tracer.record(
-            kind="cache_hit",
+        row = trace_row(
+            "cache_hit",
+            "hit",
+            completion=hit,
             call_id=p.call_id,
-            status="hit",
             **p.meta,
             alias=p.resolution.alias,
-            model=hit.model,
             attempt=0,
             prompt=p.messages,
-            response=hit.text,
             params=p.params,
-            prompt_tokens=hit.usage.prompt_tokens,
-            completion_tokens=hit.usage.completion_tokens,
-            cached_tokens=hit.usage.cached_tokens,
-            cost_usd=hit.cost_usd,
-            latency_s=hit.latency_s,
-            ttft_s=hit.ttft_s,
-            cache_hit=True,
             cache_key=p.key,
             parse_ok=hit.parsed.ok if hit.parsed else None,
             repairs=repairs,
             meta=_confidences(hit),
         )
+        self.tracer.record(**row)
         origin = hit.origin
         if (
             origin
@@ -424,15 +418,17 @@ class Client:
 
         def emit(event: Event) -> None:
             self.tracer.record(
-                kind="event",
-                call_id=p.call_id,
-                status="event",
-                **p.meta,
-                alias=res.alias,
-                model=event.model,
-                event=event.kind.value,
-                meta=event.detail,
-                breaker_state=event.detail.get("to") if event.kind.value == "breaker" else None,
+                **trace_row(
+                    "event",
+                    "event",
+                    call_id=p.call_id,
+                    **p.meta,
+                    alias=res.alias,
+                    model=event.model,
+                    event=event.kind.value,
+                    meta=event.detail,
+                    breaker_state=event.detail.get("to") if event.kind.value == "breaker" else None,
+                )
             )
 
         async def attempt(model: str, n: int) -> Completion:
@@ -616,7 +612,6 @@ class Client:
         state = self.policy.breaker_states().get(model, {}).get("state")
         origin = done.origin if done is not None and done.cache_hit else None
         common: dict[str, Any] = dict(
-            kind="attempt",
             call_id=origin.get("call_id", p.call_id) if origin else p.call_id,
             **(p.meta if origin is None else {k: origin.get(k) for k in p.meta}),
             alias=p.resolution.alias,
@@ -632,12 +627,15 @@ class Client:
         if done is None:
             assert exc is not None
             self.tracer.record(
-                **common,
-                status="error",
-                latency_s=latency,
-                error_type=type(exc).__name__,
-                error=str(exc),
-                meta={"status_code": getattr(exc, "status", None)},
+                **trace_row(
+                    "attempt",
+                    "error",
+                    **common,
+                    latency_s=latency,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                    meta={"status_code": getattr(exc, "status", None)},
+                )
             )
             return
         record = self.tracer.record_if_missing if origin else self.tracer.record
@@ -649,19 +647,14 @@ class Client:
                 "ts": time.time(),
                 **p.meta,
             }
-        record(
+        row = trace_row(
+            "attempt",
+            "ok",
+            completion=done,
             **common,
             id=origin.get("id"),
             ts=origin.get("ts") or time.time(),
-            status="ok",
-            response=done.text,
             cache_key=done.cache_key,
-            prompt_tokens=done.usage.prompt_tokens,
-            completion_tokens=done.usage.completion_tokens,
-            cached_tokens=done.usage.cached_tokens,
-            cost_usd=done.cost_usd,
-            latency_s=done.latency_s,
-            ttft_s=done.ttft_s,
             parse_ok=done.parsed.ok if done.parsed else None,
             repairs=done.parsed.repair_steps if done.parsed else None,
             meta={
@@ -671,6 +664,7 @@ class Client:
                 **({"escaped": ["response"]} if escaped else {}),
             },
         )
+        record(**row)
 
     # ------------------------------------------------------------ public API
     async def agenerate(

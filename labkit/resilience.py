@@ -66,7 +66,7 @@ from .errors import (
     RateLimited,
     RetryExhausted,
 )
-from .ratelimit import Emit, Limiter, RateLimitConfig, retry_after_from_headers
+from .ratelimit import Emit, Limiter, RateLimitConfig
 from .types import Completion, Event, EventKind
 
 __all__ = [
@@ -76,11 +76,9 @@ __all__ = [
     "ModelPolicy",
     "Policy",
     "PolicyConfig",
-    "RateLimitConfig",
     "RetryConfig",
     "SystemClock",
     "expand_chain",
-    "retry_after_from_headers",
     "validate_fallbacks",
 ]
 

@@ -30,6 +30,7 @@ from labkit.errors import (
     RateLimited,
     RetryExhausted,
 )
+from labkit.ratelimit import retry_after_from_headers
 from labkit.resilience import (
     FakeClock,
     Policy,
@@ -37,7 +38,6 @@ from labkit.resilience import (
     RetryConfig,
     SystemClock,
     expand_chain,
-    retry_after_from_headers,
     validate_fallbacks,
 )
 from labkit.types import Completion, Event, EventKind, Usage
@@ -836,12 +836,12 @@ def test_direct_construction_also_names_the_entry() -> None:
 
 
 def test_every_config_field_has_a_docstring() -> None:
-    from labkit import resilience
+    from labkit import ratelimit, resilience
 
     for model in (
         resilience.RetryConfig,
         resilience.BreakerConfig,
-        resilience.RateLimitConfig,
+        ratelimit.RateLimitConfig,
         resilience.ModelPolicy,
         resilience.PolicyConfig,
     ):

@@ -151,7 +151,7 @@ def _headers(exc: Any) -> dict[str, str]:
 
 def _classify(exc: Exception, model: str) -> ProviderError:
     """Map litellm/openai/httpx exceptions onto labkit's retryable / non-retryable types."""
-    from ..resilience import retry_after_from_headers
+    from ..ratelimit import retry_after_from_headers
 
     litellm = import_litellm()
     status = getattr(exc, "status_code", None)

@@ -358,7 +358,7 @@ def _scrub(text: str, key: str) -> str:
 
 def _http_error(model: str, status: int, headers: Any, body: bytes, key: str) -> ProviderError:
     """The labkit error for an HTTP error answer, as `LiteLLMBackend` maps the same answer."""
-    from ..resilience import retry_after_from_headers
+    from ..ratelimit import retry_after_from_headers
 
     try:
         err = json.loads(body).get("error")

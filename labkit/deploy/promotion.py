@@ -3,7 +3,7 @@
 `gate` runs the config's regression suite on the current and a candidate pinned model (same
 call path, cached, no fallbacks standing in; each item is an `evaluation.run_cell`), scores
 both with the config's evaluators, and compares them item by item with
-`labkit.experiments.stats.noninferiority`: an exact unconditional test ordered by Tango's
+`labkit.experiments._noninferiority.noninferiority`: an exact unconditional test ordered by Tango's
 score, whose false-promotion rate is <= alpha at every suite size (the percentile bootstrap it
 replaces promoted up to 10% of truly worse candidates at 50 items). The candidate is promoted
 only if non-inferior: p <= alpha, i.e. the one-sided (1 - alpha) lower bound of
@@ -83,7 +83,7 @@ class GateVerdict:
     promoted_version: int | None = None
     """The version written by a promotion."""
     method: str = ""
-    """The test the decision was made with (`labkit.experiments.stats.noninferiority`)."""
+    """The test the decision was made with (`labkit.experiments._noninferiority.noninferiority`)."""
 
     @property
     def promoted(self) -> bool:
@@ -133,7 +133,7 @@ def gate(
 
     Both models answer every suite item through the same call path (cached, traced, no
     fallbacks standing in), the config's evaluators score the answers, and
-    `labkit.experiments.stats.noninferiority` (exact, size <= alpha at any suite size) tests "candidate
+    `labkit.experiments._noninferiority.noninferiority` (exact, size <= alpha at any suite size) tests "candidate
     worse by margin or more". Rejected: the verdict is "promote" and, with `promote=True`, a
     new version with the candidate model is written (its evidence is the gate's); otherwise
     "keep" and nothing is written. `n_boot` and `seed` only matter for non-binary outcomes.
@@ -265,7 +265,7 @@ def _verdict(
     # Lazy: production imports labkit.deploy without pandas; only a gate run needs the stats.
     import pandas as pd
 
-    from ..experiments import stats
+    from ..experiments._noninferiority import noninferiority
 
     cur = cfg.model
     rows = [
@@ -273,7 +273,7 @@ def _verdict(
         for item in cfg.suite
         for m in (cur, cand)
     ]
-    ni = stats.noninferiority(
+    ni = noninferiority(
         pd.DataFrame(rows), cand, cur, margin, alpha=alpha, n_boot=n_boot, seed=seed
     )
     ok, low = ni.promote, ni.interval[0]

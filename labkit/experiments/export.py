@@ -5,7 +5,7 @@
 cheaper one, and when none qualifies the error lists each variant and why it failed.
 `export_config` writes the winner (or a named variant) as the next version of a config file
 (`labkit.artifact`): the prompt, the pinned model that answered, params without credentials,
-the JSON Schema, a confidence threshold from `stats.choose_threshold`, the evaluators, a
+the JSON Schema, a confidence threshold from `calibration.choose_threshold`, the evaluators, a
 regression suite spread over the labelled items, and the evidence it won with.
 """
 
@@ -34,6 +34,7 @@ from ..client import default_client
 from ..errors import ConfigError, DegenerateVariant, InputError
 from ..evaluation import evaluator_from_spec
 from ..types import OUTPUT_PARAMS
+from . import calibration as calib
 from . import stats
 from .datasets import run_records
 
@@ -220,7 +221,7 @@ def export_config(
 
     The model is the pinned id that answered (an alias is resolved; a floating name is refused
     unless `allow_unpinned`; a degenerate best variant unless `allow_degenerate`).
-    `review_below` defaults to `labkit.experiments.stats.choose_threshold` at `target_accuracy` when the
+    `review_below` defaults to `labkit.experiments.calibration.choose_threshold` at `target_accuracy` when the
     variant reported confidences. The suite is `suite_size` labelled items, spread over the
     expected labels. If `path` exists, its content stays in the history and this becomes the
     next version. Credentials are never written.
@@ -387,7 +388,7 @@ def _confidence(
     if rows["confidence"].notna().sum() == 0:
         return ConfidencePolicy(requested=requested)
 
-    pick = stats.choose_threshold(rows, target_accuracy=target).iloc[0]
+    pick = calib.choose_threshold(rows, target_accuracy=target).iloc[0]
     if not bool(pick["met"]):
         warnings.warn(
             f"no confidence threshold reached {target:.0%} accuracy on the experiment's rows; "

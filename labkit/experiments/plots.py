@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import calibration as calib
 from . import stats
 
 if TYPE_CHECKING:
@@ -360,7 +361,7 @@ def confidence_chart(df: pd.DataFrame, field: str | None = None, by: str = "vari
     cols = ["confidence", "passed"] if field is None else ["confidences", "field_correct"]
     if (fig := _guard(df, title, [by, *cols])) is not None:
         return fig
-    cf = stats.confidence_frame(df, field, by)
+    cf = calib.confidence_frame(df, field, by)
     cf = cf[cf["confidence"].notna()]
     silent = [k for k in pd.unique(df[by]) if k not in set(cf[by])]
     if cf.empty:
@@ -419,7 +420,7 @@ def reliability_chart(
     cols = ["confidence", "passed"] if field is None else ["confidences", "field_correct"]
     if (fig := _guard(df, title, [by, *cols])) is not None:
         return fig
-    cal = stats.calibration(df, field, by, bins)
+    cal = calib.calibration(df, field, by, bins)
     rel = cal.reliability
     if rel.empty:
         return _empty(title, "No row reports a confidence with a known correctness.")
@@ -471,7 +472,7 @@ def coverage_chart(df: pd.DataFrame, field: str | None = None, by: str = "varian
     cols = ["confidence", "passed"] if field is None else ["confidences", "field_correct"]
     if (fig := _guard(df, title, [by, *cols])) is not None:
         return fig
-    curve = stats.coverage_curve(df, field, by)
+    curve = calib.coverage_curve(df, field, by)
     curve = curve[curve["n_accepted"] > 0]
     if curve.empty:
         return _empty(title, "No row reports a confidence with a known correctness.")

@@ -22,8 +22,9 @@ from .export import Winner, choose_winner, export_config
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .calibration import CalibrationResult
     from .runner import Experiment
-    from .stats import CalibrationResult, PairedResult
+    from .stats import PairedResult
 
 __all__ = ["COLUMNS", "JSON_COLUMNS", "Results", "best_variant"]
 
@@ -179,9 +180,9 @@ class Results:
 
     def calibration(self, field: str | None = None, by: str = "variant") -> CalibrationResult:
         """Self-reported confidence vs correctness (row-level, or one field's)."""
-        from . import stats
+        from . import calibration as calib
 
-        return stats.calibration(self.df, field=field, by=by)
+        return calib.calibration(self.df, field=field, by=by)
 
     def charts(self, by: str = "variant") -> dict[str, Any]:
         """Every chart of the report, keyed by name (plotly Figures)."""

@@ -83,30 +83,14 @@ from ._frame import (
     _wilson,
     _z,
 )
-from ._noninferiority import MIN_BOOTSTRAP_ITEMS, NonInferiority, noninferiority
-from .calibration import (
-    CalibrationResult,
-    calibration,
-    choose_threshold,
-    confidence_frame,
-    coverage_curve,
-)
 
 __all__ = [
-    "MIN_BOOTSTRAP_ITEMS",
-    "CalibrationResult",
-    "NonInferiority",
     "PairedResult",
-    "calibration",
-    "choose_threshold",
-    "confidence_frame",
     "cost_summary",
-    "coverage_curve",
     "holm_adjust",
     "item_interval",
     "latency_summary",
     "mcnemar_exact",
-    "noninferiority",
     "paired_comparison",
     "pairwise_comparisons",
     "pass_at_k",

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import pytest
 from frames import make_results
 
+from labkit.experiments import calibration as calib
 from labkit.experiments import plots, stats
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -78,7 +79,7 @@ def test_forest_chart_without_differences_has_no_significant_trace() -> None:
 
 def test_confidence_chart_splits_correct_and_wrong(df: pd.DataFrame) -> None:
     fig = plots.confidence_chart(df)
-    cf = stats.confidence_frame(df).dropna(subset=["confidence"])
+    cf = calib.confidence_frame(df).dropna(subset=["confidence"])
     assert {tr.type for tr in fig.data} == {"violin"}
     right = [tr for tr in fig.data if tr.legendgroup == "correct"]
     wrong = [tr for tr in fig.data if tr.legendgroup == "wrong"]
@@ -92,7 +93,7 @@ def test_confidence_chart_splits_correct_and_wrong(df: pd.DataFrame) -> None:
 
 def test_reliability_chart_matches_calibration(df: pd.DataFrame) -> None:
     fig = plots.reliability_chart(df, field="date")
-    cal = stats.calibration(df, field="date")
+    cal = calib.calibration(df, field="date")
     diagonal, *groups = fig.data
     assert list(diagonal.x) == [0, 1] and list(diagonal.y) == [0, 1]
     assert len(groups) == len(cal.summary)
@@ -105,7 +106,7 @@ def test_reliability_chart_matches_calibration(df: pd.DataFrame) -> None:
 
 def test_coverage_chart_matches_coverage_curve(df: pd.DataFrame) -> None:
     fig = plots.coverage_chart(df)
-    curve = stats.coverage_curve(df)
+    curve = calib.coverage_curve(df)
     assert len(fig.data) == df["variant"].nunique()
     first = fig.data[0]
     ref = curve[(curve["variant"] == first.name) & (curve["n_accepted"] > 0)]

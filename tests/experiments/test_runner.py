@@ -22,6 +22,7 @@ from labkit.client import Client
 from labkit.errors import DatasetError, InputError, UnknownModel
 from labkit.evaluation import ExactMatch, FieldMatch, InEnum
 from labkit.experiments import Experiment, Results, stats
+from labkit.experiments import calibration as calib
 from labkit.experiments.progress import ProgressState, TextBar
 from labkit.experiments.results import COLUMNS
 from labkit.testing import FakeBackend, FakeOpenAIServer, provider_error
@@ -445,7 +446,7 @@ def test_stats_accept_the_frame(client_factory: ClientFactory) -> None:
         progress=False
     )
     assert stats.success_rates(res.df)["rate"].tolist() == [0.5, 0.5]
-    assert stats.calibration(res.df, field="sentiment").summary["n"].tolist() == [6, 6]
+    assert calib.calibration(res.df, field="sentiment").summary["n"].tolist() == [6, 6]
     assert set(res.charts()) >= {"success", "forest", "cost", "latency"}
     client.close()
 

@@ -16,6 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from labkit.experiments import _paired as pk
+from labkit.experiments import calibration as calib
 from labkit.experiments import stats
 
 pytestmark = pytest.mark.filterwarnings("error")  # no RuntimeWarning spam on edge cases
@@ -425,7 +426,7 @@ def _calib_frame() -> pd.DataFrame:
 
 
 def test_calibration_overall_by_hand() -> None:
-    cal = stats.calibration(_calib_frame(), bins=10)
+    cal = calib.calibration(_calib_frame(), bins=10)
     a = cal.summary.set_index("variant").loc["A"]
     assert a["n"] == 4  # the NaN-confidence row is left out
     # Bins: 9 -> {0.95 ok, 0.9 ok}, 8 -> {0.85 wrong}, 3 -> {0.3 wrong}
@@ -441,7 +442,7 @@ def test_calibration_overall_by_hand() -> None:
 
 
 def test_calibration_per_field_and_bin_edges() -> None:
-    cal = stats.calibration(_calib_frame(), field="x", bins=5)
+    cal = calib.calibration(_calib_frame(), field="x", bins=5)
     rel = cal.reliability.set_index(["variant", "bin"])
     assert rel.loc[("B", 4), "accuracy"] == 1.0  # confidence 1.0 falls in the last bin
     assert rel.loc[("A", 4), "count"] == 2  # 0.8 is the low edge of bin 4 of 5
@@ -451,37 +452,37 @@ def test_calibration_per_field_and_bin_edges() -> None:
 
 
 def test_calibration_on_synthetic_frame(frame: pd.DataFrame) -> None:
-    cal = stats.calibration(frame, field="date")
+    cal = calib.calibration(frame, field="date")
     assert (cal.summary["n"] > 0).all() and cal.summary["ece"].between(0, 1).all()
     counts = cal.reliability.groupby("variant")["count"].sum()
     assert (counts[cal.summary["variant"]].to_numpy() == cal.summary["n"].to_numpy()).all()
 
 
 def test_coverage_curve_by_hand() -> None:
-    c = stats.coverage_curve(_calib_frame(), thresholds=[0.0, 0.5, 0.9, 0.96])
+    c = calib.coverage_curve(_calib_frame(), thresholds=[0.0, 0.5, 0.9, 0.96])
     a = c[c["variant"] == "A"].set_index("threshold")
     assert (a["n"] == 5).all()  # the NaN-confidence row counts but is never accepted
     assert a["n_accepted"].tolist() == [4, 3, 2, 0]
     assert a["coverage"].tolist() == pytest.approx([0.8, 0.6, 0.4, 0.0])
     assert a.loc[0.5, "accuracy"] == pytest.approx(2 / 3) and a.loc[0.9, "accuracy"] == 1.0
     assert math.isnan(a.loc[0.96, "accuracy"])
-    default = stats.coverage_curve(_calib_frame())
+    default = calib.coverage_curve(_calib_frame())
     assert len(default) == 2 * 101 and 0.7 in set(default["threshold"])
 
 
 def test_choose_threshold() -> None:
-    t = stats.choose_threshold(_calib_frame(), target_accuracy=0.9).set_index("variant")
+    t = calib.choose_threshold(_calib_frame(), target_accuracy=0.9).set_index("variant")
     assert t.loc["A", "threshold"] == 0.9 and t.loc["A", "n_accepted"] == 2
     assert t.loc["A", "coverage"] == pytest.approx(2 / 5) and bool(t.loc["A", "met"])
     assert math.isnan(t.loc["B", "threshold"]) and not t.loc["B", "met"]
     # Two right answers are not evidence of 90% accuracy: the Wilson bound refuses.
-    strict = stats.choose_threshold(_calib_frame(), 0.9, conservative=True)
+    strict = calib.choose_threshold(_calib_frame(), 0.9, conservative=True)
     assert not strict["met"].any()
-    lenient = stats.choose_threshold(_calib_frame(), 0.6).set_index("variant")
+    lenient = calib.choose_threshold(_calib_frame(), 0.6).set_index("variant")
     assert lenient.loc["A", "threshold"] == 0.85 and lenient.loc["A", "accuracy"] == pytest.approx(
         2 / 3
     )
-    half = stats.choose_threshold(_calib_frame(), 0.5).set_index("variant")
+    half = calib.choose_threshold(_calib_frame(), 0.5).set_index("variant")
     assert half.loc["A", "threshold"] == 0.3 and half.loc["B", "threshold"] == 0.5
 
 
@@ -498,10 +499,10 @@ def test_empty_frames_give_empty_results() -> None:
         assert stats.cost_summary(df).empty
         assert stats.latency_summary(df).empty
         assert stats.repair_breakdown(df).empty
-        assert stats.calibration(df).summary.empty
-        assert stats.calibration(df, field="x").reliability.empty
-        assert stats.coverage_curve(df).empty
-        assert stats.choose_threshold(df, 0.9).empty
+        assert calib.calibration(df).summary.empty
+        assert calib.calibration(df, field="x").reliability.empty
+        assert calib.coverage_curve(df).empty
+        assert calib.choose_threshold(df, 0.9).empty
 
 
 def test_missing_column_is_a_clear_error(frame: pd.DataFrame) -> None:
@@ -529,7 +530,7 @@ def test_group_without_usable_rows_reports_zero_and_nan(frame: pd.DataFrame) -> 
         assert (t.loc[t["a"] == v0, "n_items"] == 0).all() and t.loc[
             t["a"] == v0, "p_holm"
         ].isna().all()
-        c = stats.calibration(df).summary.set_index("variant")
+        c = calib.calibration(df).summary.set_index("variant")
         assert c.loc[v0, "n"] == 0 and math.isnan(c.loc[v0, "ece"])
         assert stats.pass_k(df).set_index("variant").loc[v0, "n_items"] == 0
 

@@ -17,7 +17,9 @@ from scipy.special import gammaln
 from scipy.stats import norm
 
 from labkit.errors import InputError
+from labkit.experiments import _noninferiority as ni
 from labkit.experiments import _paired as pk
+from labkit.experiments import calibration as calib
 from labkit.experiments import stats
 from labkit.experiments._frame import _wilson
 
@@ -94,7 +96,7 @@ def test_noninferiority_decision_matches_its_interval() -> None:
         a = (rng.random(n) < 0.8).astype(int)
         b = np.where(rng.random(n) < 0.25, 1 - a, a)
         margin = float(rng.choice([0.02, 0.05, 0.1, 0.2]))
-        r = stats.noninferiority(binary_frame(b, a, ("new", "old")), "new", "old", margin)
+        r = ni.noninferiority(binary_frame(b, a, ("new", "old")), "new", "old", margin)
         assert r.promote == (r.p_value <= ALPHA) == (r.interval[0] > -margin)
         assert r.interval[0] <= r.estimate <= r.interval[1]
         assert (r.candidate_only, r.current_only) == (
@@ -106,25 +108,25 @@ def test_noninferiority_decision_matches_its_interval() -> None:
 def test_noninferiority_no_discordant_items_is_not_an_automatic_promotion() -> None:
     """The percentile bootstrap collapsed to [0, 0] here and always promoted."""
     same = [1] * 18 + [0] * 2
-    r = stats.noninferiority(binary_frame(same, same, ("new", "old")), "new", "old", 0.05)
+    r = ni.noninferiority(binary_frame(same, same, ("new", "old")), "new", "old", 0.05)
     assert r.estimate == 0 and r.interval[0] < -0.05 and not r.promote
     big = [1] * 180 + [0] * 20
-    assert stats.noninferiority(binary_frame(big, big, ("new", "old")), "new", "old", 0.05).promote
+    assert ni.noninferiority(binary_frame(big, big, ("new", "old")), "new", "old", 0.05).promote
 
 
 def test_noninferiority_bootstrap_for_repeats_and_minimum_items() -> None:
     df = make_results(n_items=60, repeats=3, seed=5, skills=(0.5, 0.5, 0.6, 1.5))
     v = list(pd.unique(df["variant"]))
-    r = stats.noninferiority(df, v[3], v[0], 0.1)
+    r = ni.noninferiority(df, v[3], v[0], 0.1)
     assert "bootstrap" in r.method and r.n == 60 and r.promote
     assert r.interval[0] <= r.estimate <= r.interval[1]
     assert r.p_value < 0.05 and r.interval[0] > -0.1
-    assert not stats.noninferiority(df, v[0], v[3], 0.1).promote
+    assert not ni.noninferiority(df, v[0], v[3], 0.1).promote
     small = df[df["item_id"].isin(df["item_id"].unique()[:40])]
     with pytest.raises(InputError, match="at least 50"):
-        stats.noninferiority(small, v[3], v[0], 0.1)
+        ni.noninferiority(small, v[3], v[0], 0.1)
     with pytest.raises(InputError, match="margin"):
-        stats.noninferiority(df, v[3], v[0], 1.5)
+        ni.noninferiority(df, v[3], v[0], 1.5)
 
 
 # --------------------------------------------------------------------------- two-sided intervals
@@ -220,9 +222,9 @@ def test_out_of_range_confidences_warn_with_counts() -> None:
     df = make_results(n_items=10, seed=1)
     df["confidence"] = [7.0, -0.2, np.inf, *df["confidence"].iloc[3:]]
     with pytest.warns(UserWarning, match=r"3 of \d+ confidence.*1 above 1, 1 below 0, 1 infinite"):
-        cf = stats.confidence_frame(df)
+        cf = calib.confidence_frame(df)
     assert cf["confidence"].dropna().between(0, 1).all()
     assert cf["confidence"].iloc[:3].isna().all()  # left out, not clipped to 1.0 / 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        stats.confidence_frame(make_results(n_items=10, seed=1))  # in range: silent
+        calib.confidence_frame(make_results(n_items=10, seed=1))  # in range: silent
