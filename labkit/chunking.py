@@ -23,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from .client import default_client
-from .context import Chunk, chunk_text, count_tokens, merge_structured
+from .context import CHARS_PER_TOKEN, count_tokens
 from .errors import InputError, LabkitError
 from .prompts import template_variables
 from .trace_rows import trace_row
@@ -47,9 +49,12 @@ __all__ = [
     "CHUNK_MARGIN_TOKENS",
     "DEFAULT_OVERLAP",
     "DEFAULT_REPLY_TOKENS",
+    "Chunk",
     "ChunkedResult",
     "amap_chunks",
+    "chunk_text",
     "map_chunks",
+    "merge_structured",
 ]
 
 CHUNK_MARGIN_TOKENS = 16
@@ -367,3 +372,181 @@ def _failure_text(completions: list[Completion | None], failed: BaseException) -
         f"{len(missing)} of {len(completions)} chunk(s) failed (chunk(s) {missing}); "
         f"first: {type(failed).__name__}: {failed}"
     )
+
+
+# ------------------------------------------------------------- splitting and merging
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a long text, in order; consecutive chunks share `overlap` tokens."""
+
+    index: int
+    total: int
+    """Number of chunks the text was split into (for prompts like "part 2 of 5")."""
+    text: str
+    start: int
+    """Offset of the chunk in the source, in `unit`s."""
+    end: int
+    """End offset (exclusive): source[start:end] in chars, or tokens[start:end]."""
+    unit: Literal["char", "token"]
+    tokens: int
+    """Token count: exact with a tokenizer, a high-side estimate without one."""
+    estimated: bool
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _word_cost(n_chars: int) -> int:
+    """Estimated tokens of one whitespace word: at least 1, CHARS_PER_TOKEN chars per token."""
+    return max(1, math.ceil(n_chars / CHARS_PER_TOKEN))
+
+
+def chunk_text(
+    text: str,
+    max_tokens: int,
+    overlap: int = 0,
+    *,
+    tokenize: Callable[[str], list[int]] | None = None,
+    detokenize: Callable[[list[int]], str] | None = None,
+) -> list[Chunk]:
+    """Split `text` into chunks of at most `max_tokens` tokens, each sharing `overlap` tokens with
+    the previous one so facts on a boundary are seen whole at least once.
+
+    With `tokenize`/`detokenize` (the model's own tokenizer) the split is exact, on token ids.
+    Without, whitespace words are packed greedily with a high-side estimate of their tokens (see
+    `_word_cost`); chunks then start and end on word boundaries and keep the source's own
+    spacing, the overlap is the fewest whole words reaching `overlap` estimated tokens (never
+    the whole previous chunk), and a word too long for one chunk (a URL, base64) is cut.
+    """
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
+        raise InputError(f"overlap must be in [0, max_tokens={max_tokens}), got {overlap!r}")
+    if (tokenize is None) != (detokenize is None):
+        raise InputError("pass tokenize and detokenize together (or neither, to estimate)")
+    if tokenize is not None and detokenize is not None:
+        return _chunk_tokens(tokenize(text), max_tokens, overlap, detokenize)
+    return _chunk_words(text, max_tokens, overlap)
+
+
+def _chunk_tokens(
+    ids: list[int], max_tokens: int, overlap: int, detokenize: Callable[[list[int]], str]
+) -> list[Chunk]:
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < len(ids):
+        end = min(start + max_tokens, len(ids))
+        spans.append((start, end))
+        if end == len(ids):
+            break
+        start = end - overlap
+    return [
+        Chunk(i, len(spans), detokenize(ids[a:b]), a, b, "token", b - a, False)
+        for i, (a, b) in enumerate(spans)
+    ]
+
+
+def _chunk_words(text: str, max_tokens: int, overlap: int) -> list[Chunk]:
+    piece = max_tokens * CHARS_PER_TOKEN  # longest word piece that still fits one chunk
+    words: list[tuple[int, int]] = []
+    for m in _WORD.finditer(text):
+        a, b = m.span()
+        while b - a > piece:
+            words.append((a, a + piece))
+            a += piece
+        words.append((a, b))
+    costs = [_word_cost(b - a) for a, b in words]
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(words):
+        j, used = i, 0
+        while j < len(words) and (j == i or used + costs[j] <= max_tokens):
+            used += costs[j]
+            j += 1
+        a, b = words[i][0], words[j - 1][1]
+        chunks.append(Chunk(len(chunks), 0, text[a:b], a, b, "char", used, True))
+        if j == len(words):
+            break
+        k, shared = j, 0  # walk back over the words the next chunk repeats
+        while k - 1 > i and shared < overlap:
+            k -= 1
+            shared += costs[k]
+        i = k
+    return [replace(c, total=len(chunks)) for c in chunks]
+
+
+# ----------------------------------------------------------------------------------- merging
+
+
+def _item_key(item: Any) -> str:
+    """Dedupe key for a list item: strings ignore case and spacing, others compare as JSON."""
+    if isinstance(item, str):
+        return " ".join(item.split()).casefold()
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+def merge_structured(
+    values: list[dict[str, Any]], confidences: list[dict[str, float]]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fold the structured answers of consecutive chunks into one, with its confidences.
+
+    Rules, per field (a None or missing value is "not found in this chunk" and never wins):
+    lists are concatenated in chunk order and deduplicated (first spelling kept); nested dicts
+    are merged by these same rules; any other value is taken from the chunk that is most
+    confident about it (the earliest on a tie). Confidences are keyed by field name, nested
+    fields by dotted path ("address.city", falling back to "address"); a missing confidence
+    counts as 0, and `confidences` may be [] when the answers carry none. Returned confidences:
+    the winner's for a scalar, the highest contributor's for a list or dict.
+    """
+    if confidences and len(confidences) != len(values):
+        raise InputError(
+            f"{len(values)} values but {len(confidences)} confidence dicts; pass one per value "
+            "(or [] for none)"
+        )
+    confs = confidences or [{} for _ in values]
+    given = {key for c in confs for key in c}
+    merged, out = _merge_level(list(values), confs, "")
+    return merged, {k: v for k, v in out.items() if "." not in k or k in given}
+
+
+def _confidence(conf: dict[str, float], path: str) -> float:
+    while path:
+        if path in conf:
+            return float(conf[path])
+        path = path.rpartition(".")[0]
+    return 0.0
+
+
+def _merge_level(
+    values: list[dict[str, Any]], confs: list[dict[str, float]], prefix: str
+) -> tuple[dict[str, Any], dict[str, float]]:
+    fields: dict[str, None] = {}
+    for value in values:
+        fields.update(dict.fromkeys(value))
+    merged: dict[str, Any] = {}
+    out: dict[str, float] = {}
+    for name in fields:
+        path = f"{prefix}{name}"
+        found = [
+            (v[name], c) for v, c in zip(values, confs, strict=True) if v.get(name) is not None
+        ]
+        if not found:
+            merged[name] = None  # every chunk saw the field and none had a value
+            continue
+        scores = [_confidence(c, path) for _, c in found]
+        if all(isinstance(x, list) for x, _ in found):
+            seen: dict[str, Any] = {}
+            for items, _ in found:
+                for item in items:
+                    seen.setdefault(_item_key(item), item)
+            merged[name], out[path] = list(seen.values()), max(scores)
+        elif all(isinstance(x, dict) for x, _ in found):
+            sub, sub_out = _merge_level([x for x, _ in found], [c for _, c in found], f"{path}.")
+            merged[name], out[path] = sub, max(scores)
+            out.update(sub_out)
+        else:
+            best = max(range(len(found)), key=lambda i: (scores[i], -i))
+            merged[name], out[path] = found[best][0], scores[best]
+    return merged, out

@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 
+from labkit.chunking import Chunk, chunk_text, merge_structured
 from labkit.context import (
-    Chunk,
     OutputLimitExceeded,
     check_fit,
-    chunk_text,
     count_tokens,
     estimate_tokens,
-    merge_structured,
     require_fit,
 )
 from labkit.errors import ContextOverflow, InputError
