@@ -52,7 +52,8 @@ def client_factory(tmp_path: Path) -> Iterator[ClientFactory]:
     """The one way a test builds a client: `make(servers, backends=..., root=..., attempts=...)`
     gives a Client whose models are served by loopback fake servers ({model id: server}, key
     read from `key_env`) and/or scripted backends ({prefix: backend}), with fast retries and its
-    own cache and trace store under `root` (default: the test's tmp_path). Closed at teardown."""
+    own cache and trace store under `root` (default: the test's tmp_path). A test that needs
+    its own aliases or policy passes `registry=` instead of `servers`. Closed at teardown."""
     made: list[Client] = []
 
     def make(
@@ -62,9 +63,10 @@ def client_factory(tmp_path: Path) -> Iterator[ClientFactory]:
         root: Path | None = None,
         attempts: int = 2,
         key_env: str = TEST_KEY_ENV,
+        registry: Registry | None = None,
     ) -> Client:
         base = root or tmp_path
-        registry = Registry(
+        registry = registry or Registry(
             models={
                 m: {"api_base": s.url, "api_key_env": key_env} for m, s in (servers or {}).items()
             },

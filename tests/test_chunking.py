@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import ClientFactory
 from pydantic import BaseModel
 
 from labkit.chunking import CHUNK_MARGIN_TOKENS, amap_chunks, map_chunks
@@ -37,15 +36,12 @@ def fake() -> FakeBackend:
 
 
 @pytest.fixture
-def client(tmp_path: Path, fake: FakeBackend) -> Iterator[Client]:
+def client(client_factory: ClientFactory, fake: FakeBackend) -> Client:
     reg = Registry(
         models={M: {"context_window": 300, "max_output_tokens": 100}, "fake/doc-2": {}},
         aliases={"ab": {"default": {M: 1, "fake/doc-2": 1}}},
     )
-    c = Client(registry=reg, cache_dir=tmp_path / "cache", traces=tmp_path / "t.db")
-    c.add_backend("fake", fake)
-    yield c
-    c.close()
+    return client_factory(registry=reg, backends={"fake": fake})
 
 
 def parent_row(client: Client, parent_id: str) -> pd.Series:

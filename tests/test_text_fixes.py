@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ClientFactory
 
 from labkit.client import Client
 from labkit.errors import ConfigError, LabkitError
@@ -21,11 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[Client]:
+def client(client_factory: ClientFactory) -> Client:
     reg = Registry(policy={"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 3}})
-    c = Client(registry=reg, cache_dir=tmp_path / "cache", traces=tmp_path / "traces.db")
-    yield c
-    c.close()
+    return client_factory(registry=reg)
 
 
 def test_field_match_does_not_ask_for_a_schema_that_was_given() -> None:

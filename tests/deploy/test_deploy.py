@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import ClientFactory
 
 from labkit import artifact as config
 from labkit.client import Client
@@ -57,12 +57,9 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-def client(tmp_path: Path, backend: FakeBackend) -> Iterator[Client]:
+def client(client_factory: ClientFactory, backend: FakeBackend) -> Client:
     reg = Registry(aliases={"triage": "fake/good"}, fallbacks={"triage": ["fake/good-backup"]})
-    c = Client(registry=reg, cache_dir=tmp_path / "cache", traces=tmp_path / "traces.db")
-    c.add_backend("fake", backend)
-    yield c
-    c.close()
+    return client_factory(registry=reg, backends={"fake": backend})
 
 
 def _rows() -> list[dict[str, Any]]:

@@ -7,12 +7,12 @@ through the same methods and callbacks its buttons and dropdowns call.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import ClientFactory
 from frames import binary_frame, fallback_frame, make_results
 
 from labkit.client import Client
@@ -31,7 +31,7 @@ def click(button: Any) -> None:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[Client]:
+def client(client_factory: ClientFactory) -> Client:
     reg = Registry(
         policy={
             "retry": {"max_attempts": 1},
@@ -39,9 +39,7 @@ def client(tmp_path: Path) -> Iterator[Client]:
             "limits": {"fake/limited": {"rpm": 120, "concurrency": 2}},
         }
     )
-    c = Client(registry=reg, cache_dir=tmp_path / "cache", traces=tmp_path / "traces.db")
-    yield c
-    c.close()
+    return client_factory(registry=reg)
 
 
 # ------------------------------------------------------------------ shared pieces
