@@ -8,11 +8,13 @@ whole operation took (concurrency and cache hits make it smaller).
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict
 
 from .types import Completion
 
-__all__ = ["Totals"]
+__all__ = ["Totals", "money"]
 
 
 class Totals(BaseModel):
@@ -73,3 +75,21 @@ class Totals(BaseModel):
         for key, value in other.model_dump().items():
             data[key] += value
         return Totals(**data)
+
+
+def money(usd: float) -> str:
+    """A cost a person can read: "free" at 0, significant digits when tiny, "n/a" if unknown."""
+    try:
+        v = float(usd)
+    except (TypeError, ValueError):
+        return "n/a"
+    if v != v:
+        return "n/a"
+    if v == 0:
+        return "free"
+    if abs(v) >= 0.01:
+        return f"${v:,.2f}"
+    if abs(v) < 1e-7:
+        return f"${v:.1e}"
+    digits = 1 - math.floor(math.log10(abs(v)))  # two significant digits, no exponent
+    return f"${v:.{digits}f}"

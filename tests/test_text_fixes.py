@@ -130,9 +130,20 @@ def test_builder_run_follows_the_form_and_stale_messages_go(client: Client) -> N
 def test_stopped_progress_has_no_eta() -> None:
     from labkit.widgets.builder import _without_eta
 
-    assert _without_eta("7/20 · 0 errors · $0.0000 · 0 cached · 3.1 s · ~9 s left") == (
-        "7/20 · 0 errors · $0.0000 · 0 cached · 3.1 s"
+    assert _without_eta("7/20 · 0 errors · $0 · 0 cached · 3.1 s · ~9 s left") == (
+        "7/20 · 0 errors · $0 · 0 cached · 3.1 s"
     )
+
+
+def test_progress_cost_is_readable_when_zero_or_tiny() -> None:
+    from labkit.experiments.progress import ProgressState
+
+    def cost(usd: float) -> str:
+        return ProgressState(3, 10, 0, usd, 0, 1.0).describe().split(" · ")[2]
+
+    assert cost(0.0) == "$0"  # a local model: not "$0.0000"
+    assert cost(5.2e-05) == "$0.000052"  # two significant digits, not "$0.0001"
+    assert cost(1.5) == "$1.50"
 
 
 def test_history_says_when_rates_are_not_comparable(

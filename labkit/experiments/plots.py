@@ -12,7 +12,6 @@ exception), which keeps them quick to build and small inside an HTML report.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,6 @@ __all__ = [
     "coverage_chart",
     "forest_chart",
     "latency_chart",
-    "money",
     "reliability_chart",
     "repair_chart",
     "success_chart",
@@ -97,24 +95,6 @@ def _guard(df: pd.DataFrame, title: str, columns: Sequence[str]) -> go.Figure | 
     if missing:
         return _empty(title, f"The results frame has no {', '.join(missing)} column.")
     return None
-
-
-def money(usd: float) -> str:
-    """A cost a person can read: "free" at 0, significant digits when tiny, "n/a" if unknown."""
-    try:
-        v = float(usd)
-    except (TypeError, ValueError):
-        return "n/a"
-    if v != v:
-        return "n/a"
-    if v == 0:
-        return "free"
-    if abs(v) >= 0.01:
-        return f"${v:,.2f}"
-    if abs(v) < 1e-7:
-        return f"${v:.1e}"
-    digits = 1 - math.floor(math.log10(abs(v)))  # two significant digits, no exponent
-    return f"${v:.{digits}f}"
 
 
 def _answered_note(df: pd.DataFrame, by: str) -> dict[Any, str]:

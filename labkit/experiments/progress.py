@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from ..usage import money
+
 __all__ = ["ProgressBar", "ProgressState", "TextBar", "WidgetBar", "in_notebook", "make_bar"]
 
 
@@ -50,7 +52,7 @@ class ProgressState:
         """One line: '37/120 · 2 errors · $0.0123 · 10 cached · 4.2 s'."""
         parts = [f"{self.done}/{self.total}"]
         parts.append(f"{self.errors} error{'s' if self.errors != 1 else ''}")
-        parts.append(f"${self.cost_usd:.4f}")
+        parts.append("$0" if self.cost_usd == 0 else money(self.cost_usd))  # not $0.0000
         parts.append(f"{self.cache_hits} cached")
         parts.append(f"{self.elapsed_s:.1f} s")
         eta = self.eta_s

@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..experiments.diagnostics import own_answers, reasons_column, significant, verdict
-from ..experiments.plots import money
+from ..usage import money
 from ._common import FigureBox, Notice, esc, guarded
 
 if TYPE_CHECKING:

@@ -77,8 +77,8 @@ def grid_estimate(
     import pandas as pd
 
     from ..context import estimate_tokens
-    from ..experiments.plots import money
     from ..experiments.runner import variant_name
+    from ..usage import money
 
     params = dict(params or {})
     max_out = int(params.get("max_tokens") or 0)

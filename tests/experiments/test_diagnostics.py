@@ -195,7 +195,7 @@ def test_a_variant_that_parrots_the_example_is_degenerate() -> None:
 
 
 def test_money_is_readable_when_tiny_or_zero() -> None:
-    from labkit.experiments.plots import money
+    from labkit.usage import money
 
     assert money(0) == "free" and money(float("nan")) == "n/a"
     assert money(0.00012) == "$0.00012" and money(12.5) == "$12.50"
@@ -203,7 +203,7 @@ def test_money_is_readable_when_tiny_or_zero() -> None:
 
 
 def test_money_keeps_two_significant_digits_without_exponents() -> None:
-    from labkit.experiments.plots import money
+    from labkit.usage import money
 
     assert money(5.2e-05) == "$0.000052" and money(0.0041) == "$0.0041"
     assert money(3e-9) == "$3.0e-09"
