@@ -78,7 +78,8 @@ class Totals(BaseModel):
 
 
 def money(usd: float) -> str:
-    """A cost a person can read: "free" at 0, significant digits when tiny, "n/a" if unknown."""
+    """A cost a person can read: "free" at 0, cents from $1, two significant digits
+    below (a running grid's "$0.012" moves where "$0.01" would not), "n/a" if unknown."""
     try:
         v = float(usd)
     except (TypeError, ValueError):
@@ -87,7 +88,7 @@ def money(usd: float) -> str:
         return "n/a"
     if v == 0:
         return "free"
-    if abs(v) >= 0.01:
+    if abs(v) >= 1:
         return f"${v:,.2f}"
     if abs(v) < 1e-7:
         return f"${v:.1e}"

@@ -383,9 +383,9 @@ def test_text_progress_bar() -> None:
     bar.update(ProgressState(3, 10, 1, 0.0123, 2, 1.5))
     bar.close(ProgressState(10, 10, 1, 0.05, 2, 4.0))
     text = out.getvalue()
-    assert text.startswith("\rdemo [") and "3/10 · 1 error · $0.0123 · 2 cached" in text
+    assert text.startswith("\rdemo [") and "3/10 · 1 error · $0.012 · 2 cached" in text
     assert text.endswith("\n") and text.rstrip().endswith(
-        "10/10 · 1 error · $0.0500 · 2 cached · 4.0 s · done"
+        "10/10 · 1 error · $0.050 · 2 cached · 4.0 s · done"
     )
 
 
