@@ -111,6 +111,18 @@ def unreadable(key: str, exc: BaseException) -> None:
     log.warning("labkit cache: entry %s… is unreadable (%s); treated as a miss", key[:12], exc)
 
 
+def read_entry(key: str, blob: Any) -> Completion | None:
+    """`decode_entry` for a store's read path: None stays a miss, a corrupt entry is a logged
+    miss, never an exception."""
+    if blob is None:
+        return None
+    try:
+        return decode_entry(blob)
+    except Exception as exc:
+        unreadable(key, exc)
+        return None
+
+
 class CorruptEntry(Exception):
     """A cache row labkit will not read (pickled, not text, or pointing outside the folder)."""
 
@@ -200,13 +212,7 @@ class Cache:
 
     def decode(self, key: str, blob: Any) -> Completion | None:
         """The completion stored as `blob` (from `get_texts`); a corrupt one is a logged miss."""
-        if blob is None:
-            return None
-        try:
-            return decode_entry(blob)
-        except Exception as exc:
-            unreadable(key, exc)
-            return None
+        return read_entry(key, blob)
 
     def get_texts(self, keys: Sequence[str]) -> dict[str, str]:
         """The stored JSON text of every key present, in one SQLite query per 500 keys instead

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .cache import Cache, decode_entry, encode_entry, unreadable
+from .cache import Cache, encode_entry, read_entry, unreadable
 from .errors import ConfigError
 from .redact import add_secret
 from .types import Completion
@@ -257,13 +257,7 @@ class RedisCache:
         except Exception as exc:  # connection refused, timeout, auth, OOM: all a miss
             self._failed("read", exc)
             return None
-        if blob is None:
-            return None
-        try:
-            return decode_entry(blob)
-        except Exception as exc:
-            unreadable(key, exc)
-            return None
+        return read_entry(key, blob)
 
     def set(self, key: str, completion: Completion) -> None:
         """Store `completion` (expiring after `ttl` s); a failed write is logged, never raised:
@@ -300,13 +294,7 @@ class RedisCache:
         return found
 
     def decode(self, key: str, blob: Any) -> Completion | None:
-        if blob is None:
-            return None
-        try:
-            return decode_entry(blob)
-        except Exception as exc:
-            unreadable(key, exc)
-            return None
+        return read_entry(key, blob)
 
     def set_many(self, items: Sequence[tuple[str, Completion | str]]) -> list[Exception | None]:
         """One pipeline for all. A failed write is logged and counted, as `set` does, and not
