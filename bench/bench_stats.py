@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import gammaln
 from scipy.stats import norm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from exact_pairs import pmf, tables  # noqa: E402
 
 from labkit.experiments import _paired as pk  # noqa: E402
 from labkit.experiments import stats  # noqa: E402
@@ -44,21 +45,6 @@ ALPHA = 0.05
 PSIS = np.array([0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9])
 RATES = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
 RHOS = (0.0, 0.2, 0.5)
-
-
-def tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    keep = b + c <= n
-    return b[keep], c[keep]
-
-
-def pmf(b: np.ndarray, c: np.ndarray, n: int, q: float, r: float) -> np.ndarray:
-    rest = n - b - c
-    logp = gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(rest + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for k, p in ((b, q), (c, r), (rest, 1 - q - r)):
-            logp = logp + np.where(k > 0, k * np.log(max(p, 1e-300)), 0.0)
-    return np.exp(logp)
 
 
 _BOOT: dict[int, np.ndarray] = {}

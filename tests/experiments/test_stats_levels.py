@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from exact_pairs import pmf, tables
 from frames import binary_frame, make_results
-from scipy.special import gammaln
 from scipy.stats import norm
 
 from labkit.errors import InputError
@@ -24,23 +24,6 @@ from labkit.experiments import stats
 from labkit.experiments._frame import _wilson
 
 ALPHA = 0.05
-
-
-def tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every (b, c) with b + c <= n: the discordant counts of n paired items."""
-    b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    keep = b + c <= n
-    return b[keep], c[keep]
-
-
-def pmf(b: np.ndarray, c: np.ndarray, n: int, q: float, r: float) -> np.ndarray:
-    """Multinomial probability of (b, c, n - b - c) with cell probabilities (q, r, 1 - q - r)."""
-    rest = n - b - c
-    logp = gammaln(n + 1) - gammaln(b + 1) - gammaln(c + 1) - gammaln(rest + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for k, p in ((b, q), (c, r), (rest, 1 - q - r)):
-            logp = logp + np.where(k > 0, k * np.log(max(p, 1e-300)), 0.0)
-    return np.exp(logp)
 
 
 def ni_size(n: int, margin: float, reject: np.ndarray, psis: np.ndarray) -> np.ndarray:
