@@ -278,6 +278,17 @@ async def _call(fn: Callable[[], Any]) -> None:
     fn()
 
 
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    """The loopback OpenAI-compatible server as a child process (closing its stdin stops it),
+    and its base URL."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(latency), REPLY],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--items", type=int, default=500, help="dataset rows (calls = 4 x items)")
@@ -295,12 +306,7 @@ def main() -> None:
     os.environ.setdefault(KEY_ENV, "sk-bench-not-a-real-key")
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(args.latency), REPLY],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
+    server, url = start_server(args.latency)
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-grid-"))
     rows = dataset(args.items)
     walls: dict[tuple[str, int], list[float]] = {}

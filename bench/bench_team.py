@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_callpath import median_us  # noqa: E402
-from bench_grid import KEY_ENV, MODELS, REPLY, SERVER, dataset, experiment, measure  # noqa: E402
+from bench_grid import KEY_ENV, MODELS, dataset, experiment, measure, start_server  # noqa: E402
 
 from labkit.client import Client  # noqa: E402
 from labkit.models import Registry  # noqa: E402
@@ -181,12 +181,7 @@ def warm_up(client: Client) -> None:
 
 
 def bench_export(tmp: Path, args: argparse.Namespace) -> None:
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(args.latency), REPLY],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
+    server, url = start_server(args.latency)
     sink = subprocess.Popen(
         [sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
