@@ -77,9 +77,10 @@ class Totals(BaseModel):
         return Totals(**data)
 
 
-def money(usd: float) -> str:
-    """A cost a person can read: "free" at 0, cents from $1, two significant digits
-    below (a running grid's "$0.012" moves where "$0.01" would not), "n/a" if unknown."""
+def money(usd: float, zero: str = "free") -> str:
+    """A cost a person can read: `zero` at 0 ("free" where a chart means a free model; a
+    running total says "$0"), cents from $1, two significant digits below (a running grid's
+    "$0.012" moves where "$0.01" would not), "n/a" if unknown."""
     try:
         v = float(usd)
     except (TypeError, ValueError):
@@ -87,7 +88,7 @@ def money(usd: float) -> str:
     if v != v:
         return "n/a"
     if v == 0:
-        return "free"
+        return zero
     if abs(v) >= 1:
         return f"${v:,.2f}"
     if abs(v) < 1e-7:

@@ -52,7 +52,7 @@ class ProgressState:
         """One line: '37/120 · 2 errors · $0.0123 · 10 cached · 4.2 s'."""
         parts = [f"{self.done}/{self.total}"]
         parts.append(f"{self.errors} error{'s' if self.errors != 1 else ''}")
-        parts.append("$0" if self.cost_usd == 0 else money(self.cost_usd))  # not $0.0000
+        parts.append(money(self.cost_usd, zero="$0"))
         parts.append(f"{self.cache_hits} cached")
         parts.append(f"{self.elapsed_s:.1f} s")
         eta = self.eta_s
