@@ -396,7 +396,7 @@ class Experiment:
     ) -> bool:
         """Queue the next cells, prepared, with their cache entries fetched in one query (a
         cached grid pays one SQLite round trip per chunk, not one per cell). A cell whose
-        arguments fail to prepare is queued bare: its own call raises, as an error row."""
+        arguments fail to prepare is queued with that error, which becomes its error row."""
         chunk = list(itertools.islice(cells, _CHUNK))
         if not chunk:
             return False
@@ -404,10 +404,10 @@ class Experiment:
         for cell in chunk:
             try:
                 prepared.append(self.client.prepare(**self._call_args(cell)))
-            except Exception:
-                prepared.append(None)
+            except Exception as exc:
+                prepared.append(exc)
         if cache == "use":
-            self.client.prefetch([p for p in prepared if p is not None])
+            self.client.prefetch([p for p in prepared if not isinstance(p, Exception)])
         ready.extend(zip(chunk, prepared, strict=True))
         return True
 
@@ -425,11 +425,12 @@ class Experiment:
             **self.params,
         )
 
-    async def _run_cell(
-        self, cell: _Cell, cache: CacheMode, prepared: Any = None
-    ) -> dict[str, Any]:
-        """One call, evaluated, as a row; any exception becomes an error row."""
+    async def _run_cell(self, cell: _Cell, cache: CacheMode, prepared: Any) -> dict[str, Any]:
+        """One prepared call, evaluated, as a row; any exception (also one `prepare` raised,
+        passed in as `prepared`) becomes an error row."""
         started = time.perf_counter()
+        if isinstance(prepared, Exception):
+            return self._error_row(cell, prepared, time.perf_counter() - started)
         template = self.prompts[cell.prompt]
         variables = self._inputs[cell.item]
         replied: list[Completion] = []
@@ -442,7 +443,6 @@ class Experiment:
                 cache=cache,
                 on_reply=replied.append,
                 prepared=prepared,
-                **({} if prepared is not None else self._call_args(cell)),
             )
         except asyncio.CancelledError:
             if replied:  # the reply is paid for and cached: keep it as a row, then stop
