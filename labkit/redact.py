@@ -32,8 +32,9 @@ _KEYS = re.compile(
 _KEY_PAIR = re.compile(
     r"(?i)\b((?:api[_-]?key|secret|token|password|passwd)\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
 )
-# Card candidates: 13-19 digits with optional single spaces/dashes; confirmed by Luhn.
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# Card candidates: 13-19 digits with optional single spaces/dashes, standing alone (a digit
+# run inside a hex trace id, hash or UUID is not a card); confirmed by Luhn.
+_CARD = re.compile(r"(?<![0-9A-Za-z-])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z-])")
 # Phone numbers: international or North-American style, at least 9 digits overall.
 _PHONE = re.compile(
     r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w-])"

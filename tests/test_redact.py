@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import random
+import re
+import uuid
+
 import pytest
 
 from labkit.redact import Redactor
@@ -14,6 +18,9 @@ from labkit.redact import Redactor
         ("card 4111 1111 1111 1111 exp", "card [CARD] exp"),
         ("card 4111-1111-1111-1111", "card [CARD]"),
         ("order 1234567890123 shipped", "order 1234567890123 shipped"),  # fails Luhn: kept
+        ("card:4111111111111111.", "card:[CARD]."),
+        # a Luhn-valid digit run inside a hex id is part of the id, not a card
+        ("id 18ecbd3e99c5378623631376a789eb24", "id 18ecbd3e99c5378623631376a789eb24"),
         ("key sk-proj-abcdefghijklmnopqrstuvwx", "key [API_KEY]"),
         ("anthropic sk-ant-api03-abcdefghijklmnop", "anthropic [API_KEY]"),
         ("Authorization: Bearer abc.def.ghi123456", "Authorization: Bearer [SECRET]"),
@@ -46,3 +53,15 @@ def test_deep_nesting_does_not_recurse() -> None:
     for _ in range(5000):
         out = out[0]
     assert out == ["[EMAIL]"]
+
+
+def test_hex_ids_survive_redaction() -> None:
+    """Trace ids, hashes and UUIDs travel in meta (chunk_calls, call ids) and must come back
+    intact: a digit run inside them is not a card or a phone number."""
+    rng = random.Random(7)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(20_000)]
+    ids += [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(5_000)]
+    # make sure the sample holds the shape that used to fail: 13+ digits in a row, Luhn-valid
+    assert any(re.search(r"\d{13,}", i) for i in ids)
+    r = Redactor()
+    assert [i for i in ids if r(i) != i] == []
