@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,11 +145,20 @@ def test_cancelled_future_keeps_rows_and_resume_repeats_no_finished_call(
 ) -> None:
     client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(15), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=4)
-    reached = threading.Event()
-    exp.on_progress.append(lambda s: reached.set() if s.done >= 6 else None)
+    reached, cancelled = threading.Event(), threading.Event()
+
+    def hold(state: ProgressState) -> None:
+        # Hold the loop until the cancel is requested: on a loaded machine the rest of the
+        # grid would otherwise finish before this thread gets to cancel it.
+        if state.done >= 6 and not reached.is_set():
+            reached.set()
+            cancelled.wait(10)
+
+    exp.on_progress.append(hold)
     fut = exp.start(progress=False)
     assert reached.wait(30)
     fut.cancel()  # like Ctrl-C: calls in flight are abandoned
+    cancelled.set()
     with pytest.raises(BaseException):  # noqa: B017 (CancelledError of either flavour)
         fut.result(timeout=10)
     _wait_until(lambda: exp.progress.done == len(exp.results) and not exp._active)
@@ -172,15 +182,28 @@ def test_ctrl_c_keeps_rows_and_resume_repeats_no_finished_call(
     client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(15), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=4)
     fired: list[bool] = []
+    seen = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen.set()
+        raise KeyboardInterrupt  # what Python's own handler does
 
     def ctrl_c(state: ProgressState) -> None:
         if state.done >= 6 and not fired:
             fired.append(True)
             os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT to the waiting main thread
+            # Hold the loop until the main thread has taken the signal (and so asks to
+            # cancel): on a loaded machine the rest of the grid would otherwise finish first.
+            seen.wait(10)
+            time.sleep(0.2)
 
     exp.on_progress.append(ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        exp.run(progress=False)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            exp.run(progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "interrupted after" in capsys.readouterr().err
     _wait_until(lambda: not exp._active)
 
@@ -194,8 +217,6 @@ def test_ctrl_c_keeps_rows_and_resume_repeats_no_finished_call(
 
 
 def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    import time
-
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "timed out"
