@@ -33,12 +33,35 @@ _KEY_PAIR = re.compile(
     r"(?i)\b((?:api[_-]?key|secret|token|password|passwd)\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{6,})"
 )
 # Card candidates: 13-19 digits with optional single spaces/dashes, standing alone (a digit
-# run inside a hex trace id, hash or UUID is not a card); confirmed by Luhn.
-_CARD = re.compile(r"(?<![0-9A-Za-z-])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z-])")
-# Phone numbers: international or North-American style, at least 9 digits overall.
+# run inside a hex trace id, hash or UUID is not a card); confirmed by Luhn. The pattern opens
+# with the digit, and checks what precedes it after, so `re` skips non-digits quickly.
+_CARD = re.compile(r"\d(?<![0-9A-Za-z-]\d)(?:[ -]?\d){12,18}(?![0-9A-Za-z-])")
+# Phone numbers: international or North-American style, at least 9 digits overall, standing
+# alone. Written as three branches by first character ("+", "(", a digit), each checking what
+# precedes it after that character, which `re` scans much faster than a leading lookbehind.
 _PHONE = re.compile(
-    r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?![\w-])"
+    r"(?:\+(?<![\w-]\+)\d{1,3}[\s.-]?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])"
+    r"|\((?<![\w-]\()\d{2,4}\)[\s.-]?"
+    r"|\d(?<![\w-]\d)\d{1,3}[\s.-])"
+    r"\d{3,4}[\s.-]?\d{3,4}(?![\w-])"
 )
+# What any card or phone match contains, as ASCII classes (`\d` is a slow Unicode lookup per
+# character): a run of 13 digits, spaces and dashes opening with a digit, or of 9 phone
+# characters. Checked first in ASCII text (most prompts), where the digit classes agree.
+_CARD_SPAN = re.compile(r"[0-9][0-9 -]{12}")
+_PHONE_SPAN = re.compile(r"[+(0-9][0-9\s.()+-]{8}")
+
+
+# Cheap containment checks that must hold for a rule to match anywhere in a text: most texts
+# (a grid's prompts) hold none, and running every pattern over them was most of a trace row's
+# cost. Keywords are checked in the case-folded text, with the dotless i folded too, which
+# covers every letter `(?i)` lets match ("İ", "ı", "ſ" and the Kelvin sign).
+_KEY_PREFIXES = ("sk-", "AKIA", "AIza", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "hf_")
+_PAIR_WORDS = ("api", "secret", "token", "passw")
+
+
+def _folded(text: str) -> str:
+    return text.casefold().replace("ı", "i")
 
 
 class _Known:
@@ -66,9 +89,14 @@ def scrub_secrets(text: str, *, pairs: bool = True) -> str:
     JSON answer with a "token" field keeps its value."""
     if _Known.pattern is not None:
         text = _Known.pattern.sub("[API_KEY]", text)
-    text = _BEARER.sub("Bearer [SECRET]", text)
-    text = _KEYS.sub("[API_KEY]", text)
-    return _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text) if pairs else text
+    folded = _folded(text)
+    if "bearer" in folded:
+        text = _BEARER.sub("Bearer [SECRET]", text)
+    if any(prefix in text for prefix in _KEY_PREFIXES):
+        text = _KEYS.sub("[API_KEY]", text)
+    if pairs and any(word in folded for word in _PAIR_WORDS):
+        text = _KEY_PAIR.sub(lambda m: m.group(1) + "[SECRET]", text)
+    return text
 
 
 def secrets_generation() -> int:
@@ -153,8 +181,11 @@ class Redactor:
         if self.builtin:
             if "@" in text:
                 text = _EMAIL.sub("[EMAIL]", text)
-            text = _CARD.sub(_card, text)
-            text = _PHONE.sub(_phone, text)
+            ascii_only = text.isascii()
+            if not ascii_only or _CARD_SPAN.search(text):
+                text = _CARD.sub(_card, text)
+            if not ascii_only or _PHONE_SPAN.search(text):
+                text = _PHONE.sub(_phone, text)
         for p in self.patterns:
             text = p.sub("[REDACTED]", text)
         if self.func is not None:

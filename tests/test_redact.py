@@ -27,6 +27,12 @@ from labkit.redact import Redactor
         ('api_key="hunter2hunter2"', 'api_key="[SECRET]"'),
         ("aws AKIAABCDEFGHIJKLMNOP", "aws [API_KEY]"),
         ("nothing to see, order #A-1234", "nothing to see, order #A-1234"),
+        # any letter case `(?i)` accepts, also the ones that fold oddly (long s, dotless i)
+        ("AUTHORIZATION: BEARER abc.def.ghi123456", "AUTHORIZATION: Bearer [SECRET]"),
+        ('ApI-KeY: "hunter2hunter2"', 'ApI-KeY: "[SECRET]"'),
+        ("ſecret=hunter2hunter2", "ſecret=[SECRET]"),
+        ("apı_key=hunter2hunter2", "apı_key=[SECRET]"),
+        ("call 415.555.0132", "call [PHONE]"),  # exactly nine digits
     ],
 )
 def test_builtin_rules(text: str, expected: str) -> None:
