@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._gc import relaxed_gc
 from .._version import __version__
 from ..client import TRANSPORT_PARAMS, _check_cache_mode, default_client
 from ..errors import DatasetError, InputError
@@ -374,7 +375,8 @@ class Experiment:
         try:
             publish()
             n_workers = max(1, min(self.concurrency, self.total))
-            await asyncio.gather(*(worker() for _ in range(n_workers)))
+            with relaxed_gc():
+                await asyncio.gather(*(worker() for _ in range(n_workers)))
             status = "stopped" if len(self._rows) < self.total else "done"
         except asyncio.CancelledError:
             status = "interrupted"
