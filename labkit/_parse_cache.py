@@ -13,7 +13,10 @@ import hashlib
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from ._version import __version__
+from .structured import Parsed
 from .structured.schema import normalise
 from .types import Completion
 
@@ -67,12 +70,15 @@ def stored_parse(stored: str | None, text: str) -> Any:
     it was made for another text (the entry was refreshed since)."""
     if stored is None:
         return None
-    try:
-        from .structured import Parsed
-
-        data = json.loads(stored)
-        if data.get("text") != _text_print(text):
-            return None
-        return Parsed.model_validate(data["parsed"])
+    try:  # one pass of pydantic's own JSON parser, not json.loads and then validation
+        entry = _Entry.model_validate_json(stored)
     except Exception:
         return None
+    return entry.parsed if entry.text == _text_print(text) else None
+
+
+class _Entry(BaseModel):
+    """A stored parse result: the reply text's fingerprint and the result."""
+
+    text: str
+    parsed: Parsed

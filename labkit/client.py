@@ -609,7 +609,7 @@ class Client:
         ctx_limit: int | None,
         escaped: bool = False,
     ) -> None:
-        state = self.policy.breaker_states().get(model, {}).get("state")
+        state = self.policy.breaker_state(model)
         origin = done.origin if done is not None and done.cache_hit else None
         common: dict[str, Any] = dict(
             call_id=origin.get("call_id", p.call_id) if origin else p.call_id,

@@ -480,6 +480,13 @@ class Policy:
         now = self.clock.now()
         return {s.model: s.breaker.snapshot(now) for s in self._states()}
 
+    def breaker_state(self, model: str) -> str | None:
+        """One model's breaker state, or None before its first call (each trace row carries
+        it: cheaper than a whole `breaker_states()` snapshot per call)."""
+        with self._table_lock:
+            state = self._models.get(model)
+        return None if state is None else state.breaker.state
+
     def limiter_states(self) -> dict[str, dict[str, Any]]:
         """model -> concurrency limit, in flight, queued, rpm/tpm and what is available now."""
         now = self.clock.now()

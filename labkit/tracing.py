@@ -293,7 +293,7 @@ class TraceStore:
                 return done
         text: str = _ENCODE(self.redact.redact_obj(prompt))
         if key is not None:
-            if len(self._prompts) >= 1024:
+            if len(self._prompts) >= 4096:
                 self._prompts.clear()
             self._prompts[key] = text
         return text

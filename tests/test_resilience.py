@@ -298,9 +298,11 @@ def test_consecutive_failures_open_the_breaker_and_then_no_request_is_sent() -> 
     policy, _ = make(BREAKER)
     script = Script({A: [down()] * 3})
     events: list[Event] = []
-    for _ in range(3):
+    assert policy.breaker_state(A) is None  # no call yet
+    for n in range(3):
         with pytest.raises(RetryExhausted):
             asyncio.run(policy.execute([A], script, emit=events.append))
+        assert policy.breaker_state(A) == ("open" if n == 2 else "closed")
     state = policy.breaker_states()[A]
     assert state["state"] == "open" and state["retry_in"] == 10 and state["opened_at"] == 0
     assert kinds(events, EventKind.BREAKER) == [
