@@ -13,7 +13,9 @@ round (the machine is shared, so load drift hits every path alike):
   `--litellm-calls` calls only (at ~20 ms CPU per call the full grid would take minutes);
 - promptfoo 0.120.0 (`promptfoo eval -j C --no-cache`), when Node >= 20 and npm can install it
   into `--promptfoo-dir` (outside the repository); skipped with a note otherwise;
-- labkit `Experiment.run` on a fresh cache (lean transport, schema parse, traces).
+- labkit `Experiment.run` on a fresh cache (lean transport, schema parse, traces), and at the
+  first concurrency the same with CPython's default collector settings (the baseline of the
+  grid's relaxed collector, `labkit/_gc.py`).
 
 Then: labkit's own per-call CPU above the backend (the same grid on a scripted `FakeBackend`),
 and the grid re-run from the cache (goal < 0.5 s). CPU is process CPU (all threads; promptfoo's
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import resource
@@ -94,6 +98,18 @@ def experiment(client: Client, rows: list[dict[str, Any]], c: int, models: list[
         rows, PROMPTS, models, schema=SCHEMA, client=client, concurrency=c,
         params={"temperature": 0}, name="bench",
     )  # fmt: skip
+
+
+def default_gc(run: Callable[..., Any], **kw: Any) -> Any:
+    """`run` with the grid's relaxed collector switched off (the baseline of the `gc` rows)."""
+    from labkit.experiments import runner
+
+    relaxed = runner.relaxed_gc
+    runner.relaxed_gc = contextlib.nullcontext  # type: ignore[assignment]
+    try:
+        return run(**kw)
+    finally:
+        runner.relaxed_gc = relaxed
 
 
 def bare_requests(exp: Experiment) -> list[dict[str, Any]]:
@@ -274,6 +290,27 @@ def measure(fn: Callable[[], Any], *, children: bool = False) -> tuple[float, fl
     return time.perf_counter() - t0, cpu() - c0
 
 
+class GcClock:
+    """Seconds spent in the garbage collector (every generation, every thread) while on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+
 async def _call(fn: Callable[[], Any]) -> None:
     fn()
 
@@ -313,10 +350,13 @@ def main() -> None:
     cpus: dict[tuple[str, int], list[float]] = {}
     ratios: dict[int, list[float]] = {}
     counts: dict[str, int] = {}
+    gc_s: dict[str, list[float]] = {}
     try:
         warm = make_client(url, tmp / "warm")
         requests = bare_requests(experiment(warm, rows, 50, MODELS))
-        calls = counts["raw"] = counts["labkit"] = counts["httpx"] = len(requests)
+        calls = counts["raw"] = counts["labkit"] = counts["labkit-gc"] = counts["httpx"] = len(
+            requests
+        )
         lite_reqs = requests[: args.litellm_calls]
         counts["litellm"] = len(lite_reqs)
         note = "skipped (--no-promptfoo)" if args.no_promptfoo else None
@@ -346,6 +386,10 @@ def main() -> None:
                 client = make_client(url, tmp / f"c{c}r{r}")
                 exp = experiment(client, rows, c, MODELS)
                 paths["labkit"] = lambda: exp.run(progress=False)  # noqa: B023
+                if c == levels[0]:  # baseline for the relaxed collector: CPython's defaults
+                    gc_client = make_client(url, tmp / f"gc{c}r{r}")
+                    gc_exp = experiment(gc_client, rows, c, MODELS)
+                    paths["labkit-gc"] = lambda: default_gc(gc_exp.run, progress=False)  # noqa: B023
                 names = list(paths)
                 names = names[r % len(names) :] + names[: r % len(names)]
                 line = []
@@ -356,13 +400,17 @@ def main() -> None:
 
                         prof = cProfile.Profile()  # the grid runs on the client's loop thread
                         client.run(_call(prof.enable))
-                    wall, cpu = measure(paths[name], children=name == "promptfoo")
+                    with GcClock() as collector:
+                        wall, cpu = measure(paths[name], children=name == "promptfoo")
+                    if name.startswith("labkit") and c == levels[0]:
+                        gc_s.setdefault(name, []).append(collector.seconds)
                     if profiling:
                         client.run(_call(prof.disable))
                         prof.dump_stats(args.profile)
-                    if name == "labkit":
-                        errs = int(exp.results.df["error"].notna().sum())
-                        assert errs == 0 and len(exp.results) == calls, (errs, len(exp.results))
+                    if name.startswith("labkit"):
+                        done = exp if name == "labkit" else gc_exp
+                        errs = int(done.results.df["error"].notna().sum())
+                        assert errs == 0 and len(done.results) == calls, (errs, len(done.results))
                     walls.setdefault((name, c), []).append(wall)
                     cpus.setdefault((name, c), []).append(cpu / counts[name])
                     line.append(f"{name} {wall:.2f}s")
@@ -371,9 +419,14 @@ def main() -> None:
                 if last is not None:
                     last.client.close()
                 last = exp
+                if c == levels[0]:
+                    gc_client.close()
 
         assert last is not None
-        cached = [measure(lambda: last.run(progress=False)) for _ in range(3)]
+        cached, cached_gc = [], []
+        for _ in range(3):  # alternated with the default collector as the baseline
+            cached.append(measure(lambda: last.run(progress=False)))
+            cached_gc.append(measure(lambda: default_gc(last.run, progress=False)))
         assert bool(last.results.df["cache_hit"].all()), "re-run was not served from the cache"
         last.client.close()
         scripted = []
@@ -408,6 +461,7 @@ def main() -> None:
         "litellm": "litellm.acompletion, streamed",
         "promptfoo": f"promptfoo {PROMPTFOO} eval",
         "labkit": "labkit Experiment.run, fresh cache",
+        "labkit-gc": "  the same, CPython's default GC",
     }
     for c in levels:
         ideal = calls * args.latency / c
@@ -426,6 +480,11 @@ def main() -> None:
         f"{'labkit re-run from the cache':<38}{levels[-1]:>6}{calls:>7}{cached_s:>9.2f}"
         f"{'':>9}{cached_ms:>13.2f}"
     )
+    print(
+        f"{'  the same, CPython default GC':<38}{levels[-1]:>6}{calls:>7}"
+        f"{statistics.median(w for w, _ in cached_gc):>9.2f}{'':>9}"
+        f"{statistics.median(c for _, c in cached_gc) * 1000 / calls:>13.2f}"
+    )
     print(f"labkit's own CPU above the backend (scripted FakeBackend): {above:.2f} ms/call")
     print()
     c0 = levels[0]
@@ -442,6 +501,13 @@ def main() -> None:
     )
     print(
         f"labkit CPU per call: {lk_cpu:.2f} ms (goal <= {GOAL_CPU_MS}: {verdict(lk_cpu <= GOAL_CPU_MS)})"
+    )
+    print(
+        f"relaxed collector during the grid: {lk_cpu:.2f} ms CPU/call, wall {med['labkit', c0]:.2f}"
+        f" s vs CPython's defaults {cpu_ms['labkit-gc', c0]:.2f} ms, {med['labkit-gc', c0]:.2f} s"
+        f" (same rounds); cached re-run {cached_s:.3f} s vs"
+        f" {statistics.median(w for w, _ in cached_gc):.3f} s; time in the collector per grid"
+        f" {statistics.median(gc_s['labkit']):.3f} s vs {statistics.median(gc_s['labkit-gc']):.3f} s"
     )
     if ("promptfoo", c0) in med:
         faster = [med["promptfoo", c] / med["labkit", c] for c in levels]
