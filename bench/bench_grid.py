@@ -18,7 +18,8 @@ round (the machine is shared, so load drift hits every path alike):
   grid's relaxed collector, `labkit/_gc.py`).
 
 Then: labkit's own per-call CPU above the backend (the same grid on a scripted `FakeBackend`),
-and the grid re-run from the cache (goal < 0.5 s). CPU is process CPU (all threads; promptfoo's
+the grid re-run from the cache (goal < 0.5 s), and a 400-call grid as a fresh interpreter's
+first (a new kernel's first run) beside the same grid run again there. CPU is process CPU (all threads; promptfoo's
 from its child processes) per call. Goals: labkit wall <= 1.3x raw aiohttp at concurrency 50
 (same-round ratio), <= 2 ms CPU per call, faster than promptfoo.
 
@@ -315,6 +316,38 @@ async def _call(fn: Callable[[], Any]) -> None:
     fn()
 
 
+FIRST_ITEMS = 100
+FIRST = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import bench_grid as b
+rows = b.dataset(b.FIRST_ITEMS)
+client = b.make_client(sys.argv[2], b.Path(sys.argv[3]))
+walls = []
+for cache in ("use", "off"):
+    exp = b.experiment(client, rows, int(sys.argv[4]), b.MODELS)
+    start = time.perf_counter()
+    exp.run(progress=False, cache=cache)
+    walls.append(time.perf_counter() - start)
+client.close()
+print(json.dumps([*walls, "litellm" in sys.modules]))
+"""
+
+
+def first_grid(url: str, folder: Path, c: int) -> tuple[float, float, bool]:
+    """(first grid's wall, the same grid again, whether litellm got imported) in a fresh
+    interpreter: what a user's first run in a new kernel waits for (imports, the model map)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST, str(Path(__file__).parent), url, str(folder), str(c)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    cold, warm, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(cold), float(warm), bool(imported)
+
+
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     """The loopback OpenAI-compatible server as a child process (closing its stdin stops it),
     and its base URL."""
@@ -437,6 +470,7 @@ def main() -> None:
             run = experiment(client, rows, levels[0], fake_models).run
             scripted.append(measure(lambda: run(progress=False))[1])  # noqa: B023
             client.close()
+        first = [first_grid(url, tmp / f"first{r}", levels[0]) for r in range(args.rounds)]
     finally:
         if server.stdin is not None:
             server.stdin.close()
@@ -486,6 +520,11 @@ def main() -> None:
         f"{statistics.median(c for _, c in cached_gc) * 1000 / calls:>13.2f}"
     )
     print(f"labkit's own CPU above the backend (scripted FakeBackend): {above:.2f} ms/call")
+    cold, warm_s, imported = (statistics.median(f[i] for f in first) for i in range(3))
+    print(
+        f"first grid of a fresh interpreter ({FIRST_ITEMS * 4} calls): {cold:.2f} s vs the same"
+        f" grid run again there {warm_s:.2f} s; litellm imported by it: {bool(imported)}"
+    )
     print()
     c0 = levels[0]
     vs_raw = statistics.median(ratios[c0])

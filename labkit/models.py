@@ -467,10 +467,10 @@ class Registry:
 def _known_ids(provider: str) -> frozenset[str]:
     """Model names litellm's (local) model map lists for `provider`, without the prefix."""
     if provider not in _KNOWN_IDS:
-        from .backends.litellm_backend import import_litellm
+        from .backends.litellm_backend import model_map
 
         names: set[str] = set()
-        for key, entry in import_litellm().model_cost.items():
+        for key, entry in model_map().items():
             if isinstance(entry, Mapping) and entry.get("litellm_provider") == provider:
                 names.add(key.split("/", 1)[1] if key.startswith(f"{provider}/") else key)
         _KNOWN_IDS[provider] = frozenset(names)

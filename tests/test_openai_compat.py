@@ -7,6 +7,7 @@ through `LiteLLMBackend`, gives the same Completion fields and the same error ty
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,66 @@ print(labkit.generate("hi", model="{MODEL}").text)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert "Unclosed" not in done.stderr and "unclosed" not in done.stderr, done.stderr
+
+
+def _python(script: str, cwd: Path) -> str:
+    """Run `script` in a fresh interpreter (this session has imported litellm long ago)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_openai_and_azure_facts_come_from_litellms_map_without_importing_litellm(
+    tmp_path: Path,
+) -> None:
+    """Every OpenAI and Azure model of litellm's map: the facts read from its JSON before
+    litellm is imported equal `litellm.get_model_info`'s, wherever litellm can map the id."""
+    script = """
+import json, sys
+from labkit.backends.litellm_backend import import_litellm, litellm_model_info, model_map
+ids = sorted(
+    key if key.startswith(e["litellm_provider"] + "/") else f"{e['litellm_provider']}/{key}"
+    for key, e in model_map().items() if e.get("litellm_provider") in ("openai", "azure")
+)
+fast = {m: litellm_model_info(m) for m in ids}
+imported = "litellm" in sys.modules
+import_litellm()
+slow = {m: litellm_model_info(m) for m in ids}
+print(json.dumps({"imported": imported, "ids": ids, "fast": fast, "slow": slow}))
+"""
+    out = json.loads(_python(script, tmp_path))
+    assert out["imported"] is False
+    ids, fast, slow = out["ids"], out["fast"], out["slow"]
+    assert len(ids) > 300 and "openai/gpt-4o-mini-2024-07-18" in ids
+    assert fast["openai/gpt-4o-mini-2024-07-18"]["context_window"] == 128000
+    mapped = [m for m in ids if slow[m]]
+    assert len(mapped) >= len(ids) - 5  # litellm reads a few azure ids as another provider's
+    assert [m for m in mapped if fast[m] != slow[m]] == []
+
+
+def test_a_grid_on_an_openai_compatible_server_never_imports_litellm(
+    tmp_path: Path, fake_server: FakeOpenAIServer
+) -> None:
+    """The lean transport's path needs nothing from litellm but its map: the grid's first
+    calls do not wait for litellm's import (seconds of CPU on the loop)."""
+    script = f"""
+import os, sys
+from labkit import Client, Experiment
+from labkit.models import Registry
+os.environ["LABKIT_TEST_KEY"] = "k"
+reg = Registry(models={{"{MODEL}": {{"api_base": "{fake_server.url}", "api_key_env": "LABKIT_TEST_KEY"}}}})
+client = Client(registry=reg, cache_dir="c", traces="t.db")
+rows = [{{"id": str(i), "text": f"item {{i}}"}} for i in range(6)]
+res = Experiment(rows, {{"p": "Say {{{{text}}}}"}}, ["{MODEL}"], client=client).run(progress=False)
+client.close()
+print(len(res), int(res.df["error"].isna().sum()), float(res.df["cost_usd"].sum()) > 0)
+print("litellm" in sys.modules)
+"""
+    lines = _python(script, tmp_path).split("\n")
+    assert lines[0] == "6 6 True"  # every call answered, and priced from the map
+    assert lines[1] == "False"

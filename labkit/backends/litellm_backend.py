@@ -8,8 +8,12 @@ retries are switched off: the policy layer owns retrying, so every attempt is tr
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import (
@@ -23,7 +27,13 @@ from ..errors import (
 from ..types import Completion, Message, Request, Usage
 from .base import response_format
 
-__all__ = ["LiteLLMBackend", "import_litellm", "litellm_model_info", "litellm_token_count"]
+__all__ = [
+    "LiteLLMBackend",
+    "import_litellm",
+    "litellm_model_info",
+    "litellm_token_count",
+    "model_map",
+]
 
 
 def import_litellm() -> Any:
@@ -36,13 +46,55 @@ def import_litellm() -> Any:
     return litellm
 
 
+_MAP_FILE = "model_prices_and_context_window_backup.json"
+# Providers whose map entries `litellm.get_model_info` returns as stored, looked up by the bare
+# name or "provider/name" (checked entry by entry against litellm in tests/test_models.py).
+_PLAIN_PROVIDERS = frozenset({"openai", "azure"})
+_bundled: dict[str, Any] | None = None
+
+
+def model_map() -> dict[str, Any]:
+    """litellm's model map (prices, windows, capabilities). While litellm is not imported and
+    its local map is in use (labkit's default), read from the JSON file litellm ships, without
+    importing litellm: the import takes seconds (7 s on a 2-core machine), and on the lean
+    transport's path nothing else needs it, so a grid's first call no longer stalls the loop
+    for it. Once litellm is imported, its live `model_cost` (which `register_model` edits)."""
+    global _bundled
+    litellm = sys.modules.get("litellm")
+    if litellm is not None and isinstance(getattr(litellm, "model_cost", None), dict):
+        return dict(litellm.model_cost)
+    if _bundled is None:
+        local = os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True").lower() == "true"
+        spec = importlib.util.find_spec("litellm") if local else None
+        places = list(spec.submodule_search_locations or []) if spec is not None else []
+        path = Path(places[0]) / _MAP_FILE if places else None
+        if path is None or not path.is_file():
+            return dict(import_litellm().model_cost)
+        with path.open(encoding="utf-8") as f:
+            _bundled = {k: v for k, v in json.load(f).items() if isinstance(v, dict)}
+    return _bundled
+
+
 def litellm_model_info(model: str) -> dict[str, Any]:
-    """litellm's capabilities and prices for `model`, as ModelInfo fields ({} when unknown)."""
-    litellm = import_litellm()
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:
-        return {}
+    """litellm's capabilities and prices for `model`, as ModelInfo fields ({} when unknown).
+    OpenAI and Azure models are read from `model_map()` (no litellm import); anything else
+    asks `litellm.get_model_info`, which knows each provider's naming rules."""
+    provider, _, bare = model.partition("/")
+    info: Any = None
+    if provider in _PLAIN_PROVIDERS and bare and "litellm" not in sys.modules:
+        table = model_map()
+        for key in (bare, model):
+            entry = table.get(key)
+            if entry is not None and entry.get("litellm_provider") == provider:
+                # as get_model_info reads an entry: a price the map leaves out is 0
+                info = {"input_cost_per_token": 0, "output_cost_per_token": 0, **entry}
+                break
+    if info is None:
+        litellm = import_litellm()
+        try:
+            info = litellm.get_model_info(model)
+        except Exception:
+            return {}
     return {
         "context_window": info.get("max_input_tokens") or info.get("max_tokens"),
         "max_output_tokens": info.get("max_output_tokens"),
