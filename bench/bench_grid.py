@@ -535,8 +535,8 @@ def main() -> None:
 
     print(
         f"labkit wall / raw aiohttp at concurrency {c0} (median of same-round ratios): "
-        f"{vs_raw:.2f} (goal <= {GOAL_VS_RAW}: {verdict(vs_raw <= GOAL_VS_RAW)}); at "
-        + ", ".join(f"{c}: {statistics.median(ratios[c]):.2f}" for c in levels[1:])
+        f"{vs_raw:.2f} (goal <= {GOAL_VS_RAW}: {verdict(vs_raw <= GOAL_VS_RAW)})"
+        + "".join(f"; at {c}: {statistics.median(ratios[c]):.2f}" for c in levels[1:])
     )
     print(
         f"labkit CPU per call: {lk_cpu:.2f} ms (goal <= {GOAL_CPU_MS}: {verdict(lk_cpu <= GOAL_CPU_MS)})"
