@@ -48,7 +48,7 @@ def import_litellm() -> Any:
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 # Providers whose map entries `litellm.get_model_info` returns as stored, looked up by the bare
-# name or "provider/name" (checked entry by entry against litellm in tests/test_models.py).
+# name or "provider/name" (checked entry by entry against litellm in test_openai_compat.py).
 _PLAIN_PROVIDERS = frozenset({"openai", "azure"})
 _bundled: dict[str, Any] | None = None
 
