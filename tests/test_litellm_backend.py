@@ -80,10 +80,10 @@ def test_malformed_body_and_timeout_are_retried_then_exhausted(
 ) -> None:
     monkeypatch.setenv("LABKIT_TEST_KEY", "sk-test")
     faults = [Fault(kind="malformed"), Fault(kind="timeout"), Fault(kind="malformed")]
-    with FakeOpenAIServer(faults=faults, timeout_delay=2.0, max_lifetime=60) as server:
+    with FakeOpenAIServer(faults=faults, timeout_delay=4.0, max_lifetime=60) as server:
         client = client_factory({MODEL: server}, attempts=3)
-        with pytest.raises(RetryExhausted) as err:
-            client.generate("hi", model=MODEL, timeout=0.5)
+        with pytest.raises(RetryExhausted) as err:  # a deadline no process pause can miss
+            client.generate("hi", model=MODEL, timeout=2.0)
         assert err.value.attempts == 3
         kinds = list(client.traces(kind="attempt").sort_values("ts")["error_type"])
         assert kinds[1] == "ProviderTimeout" and len(kinds) == 3

@@ -135,13 +135,15 @@ def test_5xx_timeouts_and_malformed_bodies_are_retried_with_jittered_backoff(
     clients: list[Client], tmp_path: Path
 ) -> None:
     faults = [Fault(500), Fault(kind="timeout"), Fault(kind="malformed"), Fault(503)]
+    # Deadlines with a wide margin on both sides: a quick answer must not miss one because
+    # this big test process paused (a full garbage collection takes ~0.5 s).
     with FakeOpenAIServer(
-        reply="finally", faults=faults, timeout_delay=1.0, max_lifetime=60
+        reply="finally", faults=faults, timeout_delay=4.0, max_lifetime=60
     ) as server:
         client, clock = make(
             clients, tmp_path, {A: server}, retry={"max_attempts": 5, "base_delay": 0.2}
         )
-        done = client.generate("hi", model=A, timeout=0.5)
+        done = client.generate("hi", model=A, timeout=2.0)
         assert (done.text, done.attempts, server.count) == ("finally", 5, 5)
         call = done.trace_id
         assert errors(client, call) == [
@@ -223,13 +225,15 @@ def test_a_stalled_stream_times_out_and_a_slow_but_steady_one_serves(
 ) -> None:
     words = "one two three four five six"
     with (
-        FakeOpenAIServer(reply=words, chunk_delay=0.8, max_lifetime=60) as stalled,
+        FakeOpenAIServer(reply=words, chunk_delay=3.0, max_lifetime=60) as stalled,
         FakeOpenAIServer(reply=words, chunk_delay=0.03, max_lifetime=60) as slow,
     ):
         client, _ = make(
             clients, tmp_path, {A: stalled, B: slow}, fallbacks={A: [B]}, retry={"max_attempts": 2}
         )
-        done = client.generate("hi", model=A, timeout=0.3)
+        # The slow answer takes ~0.2 s: a 1.5 s deadline leaves room for a pause of this big
+        # test process (a full garbage collection takes ~0.5 s); the stalled one never makes it.
+        done = client.generate("hi", model=A, timeout=1.5)
         assert (done.text, done.model, done.attempts) == (words, B, 3)  # nothing half-read
         assert done.ttft_s is not None and done.ttft_s < done.latency_s
         assert errors(client, done.trace_id) == ["ProviderTimeout", "ProviderTimeout", None]
