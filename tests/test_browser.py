@@ -254,7 +254,14 @@ def test_ab_notebook_runs_and_the_builder_draws_its_charts(lab: Lab, browser: An
     to_charts = time.perf_counter() - clicked
     plots = builder.locator(".js-plotly-plot")
     assert plots.count() >= 4
-    assert builder.locator(".labkit-notice.labkit-error").count() == 0
+    # With this tiny model both prompts may answer one label to (nearly) everything: the export
+    # panel then refuses to crown a winner and says why (#20), a moment after the charts. That
+    # refusal is the only error notice allowed.
+    page.wait_for_timeout(1500)
+    notices = builder.locator(".labkit-notice.labkit-error")
+    texts = [notices.nth(i).inner_text() for i in range(notices.count())]
+    assert all("no variant can be picked as the winner" in t for t in texts), texts
+    assert all("degenerate" in t and "allow_degenerate=True" in t for t in texts), texts
     progress = builder.locator(".widget-html-content", has_text="cached").first.inner_text()
     assert "32/32" in progress and "32 cached" in progress, progress
     # The charts are drawn (SVG with data), not empty placeholders.

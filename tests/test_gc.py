@@ -63,7 +63,9 @@ def test_a_process_that_froze_or_disabled_the_collector_is_left_alone() -> None:
     frozen = gc.get_freeze_count()
     with relaxed_gc():
         pass
-    assert gc.get_freeze_count() == frozen  # not unfrozen behind the owner's back
+    # Not unfrozen behind the owner's back (that would empty the permanent generation; frozen
+    # objects that die meanwhile still leave it, so the count may drop a little).
+    assert gc.get_freeze_count() > frozen // 2
     gc.unfreeze()
     gc.disable()
     try:
