@@ -35,7 +35,7 @@ from scipy.stats import norm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from exact_pairs import pmf, tables  # noqa: E402
+from exact_pairs import pmf, scenarios, tables  # noqa: E402
 
 from labkit.experiments import _paired as pk  # noqa: E402
 from labkit.experiments import stats  # noqa: E402
@@ -43,8 +43,6 @@ from labkit.experiments._frame import _wilson  # noqa: E402
 
 ALPHA = 0.05
 PSIS = np.array([0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9])
-RATES = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
-RHOS = (0.0, 0.2, 0.5)
 
 
 _BOOT: dict[int, np.ndarray] = {}
@@ -126,17 +124,11 @@ def coverage_table(draws: int) -> list[str]:
             "boot": (q_lo, q_hi),
         }
         cov: dict[str, list[float]] = {k: [] for k in intervals}
-        for pa in RATES:
-            for pb in RATES:
-                for rho in RHOS:
-                    p11 = pa * pb + rho * math.sqrt(pa * (1 - pa) * pb * (1 - pb))
-                    q, r = pa - p11, pb - p11
-                    if min(q, r, 1 - p11 - q - r) < 0 or q + r == 0:
-                        continue
-                    w = pmf(b, c, n, q, r)
-                    for k, (lo, hi) in intervals.items():
-                        hit = (lo <= q - r + 1e-12) & (q - r - 1e-12 <= hi)
-                        cov[k].append(float(w[hit].sum()))
+        for _, _, _, q, r in scenarios():
+            w = pmf(b, c, n, q, r)
+            for k, (lo, hi) in intervals.items():
+                hit = (lo <= q - r + 1e-12) & (q - r - 1e-12 <= hi)
+                cov[k].append(float(w[hit].sum()))
         cells = [f"min {100 * min(v):.1f}%, mean {100 * np.mean(v):.1f}%" for v in cov.values()]
         rows.append(f"| {n} | " + " | ".join(cells) + " |")
     return rows

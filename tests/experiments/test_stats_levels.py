@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from exact_pairs import pmf, tables
+from exact_pairs import pmf, scenarios, tables
 from frames import binary_frame, make_results
 from scipy.stats import norm
 
@@ -114,22 +114,13 @@ def test_noninferiority_bootstrap_for_repeats_and_minimum_items() -> None:
 
 # --------------------------------------------------------------------------- two-sided intervals
 
-RATES = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
-RHOS = (0.0, 0.2, 0.5)
-
 
 def coverage(n: int, lo: np.ndarray, hi: np.ndarray) -> list[tuple[float, float, float, float]]:
     b, c = tables(n)
     out = []
-    for pa in RATES:
-        for pb in RATES:
-            for rho in RHOS:
-                p11 = pa * pb + rho * np.sqrt(pa * (1 - pa) * pb * (1 - pb))
-                q, r = pa - p11, pb - p11
-                if min(q, r, 1 - p11 - q - r) < 0 or q + r == 0:
-                    continue
-                hit = (lo <= q - r + 1e-12) & (q - r - 1e-12 <= hi)
-                out.append((pa, pb, rho, float(pmf(b[hit], c[hit], n, q, r).sum())))
+    for pa, pb, rho, q, r in scenarios():
+        hit = (lo <= q - r + 1e-12) & (q - r - 1e-12 <= hi)
+        out.append((pa, pb, rho, float(pmf(b[hit], c[hit], n, q, r).sum())))
     return out
 
 
