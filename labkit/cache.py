@@ -71,6 +71,10 @@ def key_for(
 
 
 _MODE_RAW = 1  # diskcache.core.MODE_RAW: a value kept inline in its row
+# Keys bound per query: under SQLite's oldest variable limit (999), so a grid's chunk of 256
+# calls (answers and parse results) is one query. Each query lets go of the GIL, and taking it
+# back behind a busy thread (the trace writer) can cost a switch interval (5 ms).
+_KEYS_PER_QUERY = 900
 # An inline text row as `diskcache.Cache.set(key, value, expire=ttl)` writes it (no tag, size 0,
 # MODE_RAW); the update path fires diskcache's size trigger, the insert path its count trigger.
 _UPSERT = (
@@ -79,6 +83,17 @@ _UPSERT = (
     " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
     " expire_time = excluded.expire_time, access_time = excluded.access_time, access_count = 0,"
     " tag = NULL, size = 0, mode = 1, filename = NULL, value = excluded.value"
+)
+
+
+# One result row for a whole batch of keys: fetching row by row lets go of the GIL at every
+# row, and each time taking it back behind a busy thread (the trace writer) can cost a switch
+# interval. Inline text rows come with their value; any other row (a value in a file, a value
+# that is not text) with null, and then goes through diskcache and `_JSONOnlyDisk`.
+_GET_TEXTS = (
+    "SELECT json_group_array(json_array(key, CASE WHEN mode = 1 AND filename IS NULL AND"
+    " typeof(value) = 'text' THEN value END)) FROM Cache WHERE raw = 1 AND key IN ({})"
+    " AND (expire_time IS NULL OR expire_time > ?)"
 )
 
 
@@ -215,7 +230,7 @@ class Cache:
         return read_entry(key, blob)
 
     def get_texts(self, keys: Sequence[str]) -> dict[str, str]:
-        """The stored JSON text of every key present, in one SQLite query per 500 keys instead
+        """The stored JSON text of every key present, in one SQLite query per 900 keys instead
         of one round trip each (a cached grid resolves its hits this way). Only rows diskcache
         keeps inline as text are read directly; any other row (a large value in a file, or a
         row that is not text) goes through `diskcache.get` and `_JSONOnlyDisk`, so the same
@@ -224,19 +239,18 @@ class Cache:
         found: dict[str, str] = {}
         others: list[str] = []
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
+        for start in range(0, len(unique), _KEYS_PER_QUERY):
+            part = unique[start : start + _KEYS_PER_QUERY]
             try:
-                rows = store._sql(
-                    "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN "
-                    f"({','.join('?' * len(part))}) AND (expire_time IS NULL OR expire_time > ?)",
-                    (*part, time.time()),
+                ((blob,),) = store._sql(
+                    _GET_TEXTS.format(",".join("?" * len(part))), (*part, time.time())
                 ).fetchall()
-            except Exception:  # an unexpected schema: the per-key path decides
+                rows = json.loads(blob)
+            except Exception:  # an unexpected schema, or SQLite without JSON: key by key
                 others.extend(part)
                 continue
-            for key, mode, filename, value in rows:
-                if mode == _MODE_RAW and filename is None and isinstance(value, str):
+            for key, value in rows:
+                if isinstance(value, str):
                     found[key] = value
                 else:
                     others.append(key)
@@ -292,8 +306,8 @@ class Cache:
         check) were most of a grid call's cache cost."""
         inline = [(k, b) for k, b in rows if b is not None and len(b) < store.disk_min_file_size]
         filed: set[str] = set()
-        for start in range(0, len(inline), 500):
-            part = [k for k, _ in inline[start : start + 500]]
+        for start in range(0, len(inline), _KEYS_PER_QUERY):
+            part = [k for k, _ in inline[start : start + _KEYS_PER_QUERY]]
             filed.update(
                 r[0]
                 for r in store._sql(

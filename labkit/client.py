@@ -76,6 +76,16 @@ class _Prepared:
         for k, v in kw.items():
             setattr(self, k, v)
 
+    def renew(self) -> _Prepared:
+        """The same call prepared again, for another run: a new call id, nothing fetched yet.
+        What it shares with this one (messages, params, meta) is never changed in place."""
+        twin = _Prepared.__new__(_Prepared)
+        for name in _Prepared.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin.call_id = new_id()
+        twin.found = None
+        return twin
+
     call_id: str
     messages: list[Message]
     params: dict[str, Any]

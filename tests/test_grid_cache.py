@@ -286,3 +286,128 @@ def test_set_many_keeps_diskcache_bookkeeping_and_files_right(tmp_path: Path) ->
         assert store.check() == []  # diskcache's own consistency check: counts, sizes, files
     assert store.volume() > 0
     cache.close()
+
+
+def test_get_texts_reads_many_keys_and_odd_text_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch comes back as one JSON document from SQLite: every text must survive that
+    round trip byte for byte, over more keys than one query takes; and a SQLite that cannot
+    build it (no JSON functions) falls back to reading key by key."""
+    import labkit.cache as cache_mod
+
+    cache = Cache(tmp_path / "c")
+    odd = ['quote " back \\ slash', "line\nbreak\ttab", "\u2028\u2029", "emoji 🙂", "\x1f\x1e\x00"]
+    items: list[tuple[str, Completion | str]] = []
+    for i in range(1_900):
+        items.append((f"k{i}", Completion(text=odd[i % len(odd)] + str(i), model="m")))
+    items.append(("p", json.dumps({"text": "\ud800 escaped", "n": 1})))
+    assert cache.set_many(items) == [None] * len(items)
+    keys = [k for k, _ in items] + ["absent"]
+    texts = cache.get_texts(keys)
+    assert len(texts) == len(items) and "absent" not in texts
+    for key in keys[:-1]:
+        assert texts[key] == cache._open().get(key), key
+    monkeypatch.setattr(cache_mod, "_GET_TEXTS", "SELECT no_such_function({})")
+    assert cache.get_texts(keys) == texts
+    cache.close()
+
+
+# ------------------------------------------------------------- a re-run's prepared calls
+def _counting_prepare(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = Client.prepare
+
+    def prepare(self: Client, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("model", ""))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "prepare", prepare)
+    return calls
+
+
+def test_a_rerun_reuses_its_prepared_calls_while_nothing_they_came_from_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(tmp_path)
+    exp = Experiment(_rows(6), PROMPTS, MODELS, schema=SCHEMA, client=client)
+    calls = _counting_prepare(monkeypatch)
+    first = exp.run(progress=False).df
+    assert len(calls) == 24
+    again = exp.run(progress=False).df
+    assert len(calls) == 24 and again["cache_hit"].all()  # nothing prepared anew
+    assert again["trace_id"].is_unique and set(again["trace_id"]).isdisjoint(first["trace_id"])
+    pd.testing.assert_frame_equal(_frame(again).drop(columns="cache_hit"),
+                                  _frame(first).drop(columns="cache_hit"))  # fmt: skip
+
+    # Each change re-prepares every call, and the new keys miss where the request changed.
+    exp.params["temperature"] = 0.5
+    changed = exp.run(progress=False).df
+    assert len(calls) == 48 and not changed["cache_hit"].any()
+    schema = dict(SCHEMA)
+    exp.schema = schema  # an equal schema: the same calls
+    exp.run(progress=False)
+    assert len(calls) == 48
+    schema["sentiment"] = ["positive", "negative", "mixed"]  # edited in place
+    edited = exp.run(progress=False).df
+    assert len(calls) == 72 and not edited["cache_hit"].any()
+    client.registry.register("fake/a", context_window=100_000)  # the registry changed
+    exp.run(progress=False)
+    assert len(calls) == 96  # the registry drops every resolution on a change
+    client.close()
+
+
+def test_cells_of_an_ab_alias_are_prepared_anew_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = _client(tmp_path)
+    client.registry.alias("split", {"fake/a": 0.5, "fake/b": 0.5})
+    exp = Experiment(_rows(6), PROMPTS, ["split", "fake/b"], schema=SCHEMA, client=client)
+    calls = _counting_prepare(monkeypatch)
+    exp.run(progress=False)
+    exp.run(progress=False)
+    assert calls.count("split") == 24 and calls.count("fake/b") == 12
+    client.close()
+
+
+def test_the_column_wise_frame_equals_the_general_one_and_falls_back_on_odd_rows(
+    tmp_path: Path,
+) -> None:
+    import math
+    import random
+
+    import numpy as np
+
+    from labkit.experiments.results import COLUMNS, _typed, _typed_rows, build_frame
+
+    client = _client(tmp_path)
+    exp = Experiment(_rows(9), PROMPTS, MODELS, schema=SCHEMA, client=client)
+    exp.run(progress=False)
+    client.close()
+    grid = sorted(exp._rows.items())
+
+    def general(rows: list[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
+        ordered = [r for _, r in sorted(rows, key=lambda kv: kv[0])]
+        return _typed(pd.DataFrame.from_records(ordered, columns=list(COLUMNS)))
+
+    rng = random.Random(7)
+    for _ in range(60):
+        rows = [(i, dict(r)) for i, r in rng.sample(grid, rng.randint(1, len(grid)))]
+        for _, r in rows:
+            x = rng.random()
+            if x < 0.25:  # an error row, as the runner writes one
+                r.update(error="ProviderError: boom", error_type="ProviderError", passed=False,
+                         parsed=None, output=rng.choice([None, ""]), parse_ok=False,
+                         score=math.nan)  # fmt: skip
+            elif x < 0.4:
+                r["parsed"] = rng.choice([None, "text", 3, True, [1, 2], {"a": [None]}])
+            elif x < 0.5:
+                r.update(ttft_s=math.nan, confidence=math.nan, trace_id=None)
+        assert _typed_rows([r for _, r in rows]) is not None
+        pd.testing.assert_frame_equal(build_frame(rows), general(rows), check_exact=True)
+
+    odd = [dict(r) for _, r in grid]
+    for change in ({"repeat": np.int64(0)}, {"passed": None}, {"extra": 1}, {"score": 1}):
+        rows = [(i, {**r, **change}) if i == 0 else (i, r) for i, r in enumerate(odd)]
+        assert _typed_rows([r for _, r in rows]) is None
+        pd.testing.assert_frame_equal(build_frame(rows), general(rows), check_exact=True)

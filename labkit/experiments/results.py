@@ -358,8 +358,73 @@ def build_frame(rows: Sequence[tuple[int, dict[str, Any]]]) -> pd.DataFrame:
     import pandas as pd
 
     ordered = [row for _, row in sorted(rows, key=lambda kv: kv[0])]
+    fast = _typed_rows(ordered)
+    if fast is not None:
+        return fast
     df = pd.DataFrame.from_records(ordered, columns=list(COLUMNS))
     return _typed(df)
+
+
+def _typed_rows(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """`_typed(DataFrame.from_records(rows))` built column by column, for rows that already
+    hold the contract's types (a grid's rows do): a type check per column instead of per-value
+    conversions, a third of a 2,000-row cached re-run's frame time. None when any row has
+    another key or a value of another type; the general path then decides."""
+    import numpy as np
+    import pandas as pd
+
+    names = set(COLUMNS)
+    if not rows or any(row.keys() != names for row in rows):
+        return None
+    cols = {c: [row[c] for row in rows] for c in COLUMNS}
+    data: dict[str, Any] = {}
+    for c, values in cols.items():
+        kinds = set(map(type, values))
+        if c in _INT_COLUMNS:
+            if kinds != {int}:
+                return None
+            data[c] = np.array(values, dtype="int64")
+        elif c in _FLOAT_COLUMNS:
+            if kinds != {float}:
+                return None
+            data[c] = np.array(values, dtype="float64")
+        elif c in ("parse_ok", "cache_hit", "passed"):
+            if kinds != {bool}:
+                return None
+            data[c] = np.array(values, dtype=bool)
+        elif c in _STR_COLUMNS or c in _TEXT_COLUMNS:
+            if not kinds <= {str, type(None)} or (c in _STR_COLUMNS and kinds != {str}):
+                return None
+            data[c] = pd.Series(_objects(values)).map(_same)
+        elif c == "repairs":
+            if kinds != {list}:
+                return None
+            data[c] = values  # the rows' own lists, as the dict columns keep the rows' dicts
+        elif c == "parsed":
+            if float in kinds or not kinds <= {dict, list, str, int, bool, type(None)}:
+                return None
+            data[c] = pd.Series(_objects(values)).map(_same)
+        else:  # the dict columns
+            if kinds != {dict}:
+                return None
+            data[c] = values
+    return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def _same(value: Any) -> Any:
+    """Identity, mapped over object columns: `Series.map` infers the dtype (text columns
+    become pandas' string dtype) exactly as the general path's mapping does."""
+    return value
+
+
+def _objects(values: list[Any]) -> Any:
+    """`values` as a 1-d object array: list values stay elements, never a second axis."""
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
