@@ -72,8 +72,7 @@ def key_for(
 
 _MODE_RAW = 1  # diskcache.core.MODE_RAW: a value kept inline in its row
 # Keys bound per query: under SQLite's oldest variable limit (999), so a grid's chunk of 256
-# calls (answers and parse results) is one query. Each query lets go of the GIL, and taking it
-# back behind a busy thread (the trace writer) can cost a switch interval (5 ms).
+# calls (answers and parse results) is one query.
 _KEYS_PER_QUERY = 900
 # An inline text row as `diskcache.Cache.set(key, value, expire=ttl)` writes it (no tag, size 0,
 # MODE_RAW); the update path fires diskcache's size trigger, the insert path its count trigger.
@@ -91,8 +90,8 @@ _UPSERT = (
 # interval. Inline text rows come with their value; any other row (a value in a file, a value
 # that is not text) with null, and then goes through diskcache and `_JSONOnlyDisk`.
 _GET_TEXTS = (
-    "SELECT json_group_array(json_array(key, CASE WHEN mode = 1 AND filename IS NULL AND"
-    " typeof(value) = 'text' THEN value END)) FROM Cache WHERE raw = 1 AND key IN ({})"
+    f"SELECT json_group_array(json_array(key, CASE WHEN mode = {_MODE_RAW} AND filename IS NULL"
+    " AND typeof(value) = 'text' THEN value END)) FROM Cache WHERE raw = 1 AND key IN ({})"
     " AND (expire_time IS NULL OR expire_time > ?)"
 )
 
