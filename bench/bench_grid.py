@@ -334,17 +334,26 @@ print(json.dumps([*walls, "litellm" in sys.modules]))
 """
 
 
-def first_grid(url: str, folder: Path, c: int) -> tuple[float, float, bool]:
-    """(first grid's wall, the same grid again, whether litellm got imported) in a fresh
-    interpreter: what a user's first run in a new kernel waits for (imports, the model map)."""
+def child_json(script: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run `script` in a fresh interpreter with `args`; the JSON of its last output line."""
     done = subprocess.run(
-        [sys.executable, "-c", FIRST, str(Path(__file__).parent), url, str(folder), str(c)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=900,
+        env=env,
     )
-    cold, warm, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def first_grid(url: str, folder: Path, c: int) -> tuple[float, float, bool]:
+    """(first grid's wall, the same grid again, whether litellm got imported) in a fresh
+    interpreter: what a user's first run in a new kernel waits for (imports, the model map)."""
+    cold, warm, imported = child_json(
+        FIRST, str(Path(__file__).parent), url, str(folder), str(c),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
     return float(cold), float(warm), bool(imported)
 
 

@@ -13,14 +13,11 @@ where the baseline is, e.g., ``git worktree add /tmp/labkit-before <commit>``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_grid import ROOT, child_json
 
 SCENARIO = """
 import json, os, statistics, sys, tempfile, time
@@ -48,14 +45,7 @@ server.stdin.close()
 
 
 def run(root: Path, reruns: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", SCENARIO, str(root), str(reruns)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    got: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    got: dict[str, Any] = child_json(SCENARIO, str(root), str(reruns))
     assert Path(got["labkit"]).resolve().is_relative_to(root.resolve()), got["labkit"]
     return got
 
