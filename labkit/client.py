@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["CacheMode", "Client", "configure", "default_client"]
 
 CacheMode = Literal["use", "refresh", "off"]
+_WAIT_SLICE = 0.1  # seconds: how soon a Ctrl-C is taken while a sync call waits on the loop
 TRANSPORT_PARAMS = frozenset(
     {"timeout", "api_base", "base_url", "api_key", "extra_headers", "api_version"}
 )
@@ -230,7 +231,15 @@ class Client:
             )
         fut = self._runner.submit(coro)
         try:
-            return fut.result()
+            # Waited on in slices: the kernel may deliver Ctrl-C's SIGINT to any thread, and a
+            # main thread blocked in one long wait would only run Python's handler (and so
+            # stop the grid) once the whole grid had finished.
+            while True:
+                try:
+                    return fut.result(timeout=_WAIT_SLICE)
+                except concurrent.futures.TimeoutError:
+                    if fut.done():  # the call's own TimeoutError (or it finished just now)
+                        return fut.result()
         except KeyboardInterrupt:
             fut.cancel()
             raise

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +166,45 @@ def test_agenerate_inside_a_running_loop_and_concurrency(tmp_client: Client) -> 
         return tmp_client.generate("q3", model="fake/x").text
 
     assert asyncio.run(inside()) == "Q3"
+
+
+def test_ctrl_c_delivered_to_another_thread_still_stops_a_sync_call(tmp_client: Client) -> None:
+    """The kernel may hand a process's SIGINT to any of its threads. The main thread, waiting
+    on the loop, must still take it: before, it ran Python's handler only once the call was
+    over (a grid ran to its end through Ctrl-C)."""
+    cancelled = threading.Event()
+
+    async def long_call() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "ran to the end"
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # what Python's own handler does
+
+    runner = tmp_client._loop_runner()
+    assert runner.thread.ident is not None
+    kill = threading.Timer(0.3, signal.pthread_kill, (runner.thread.ident, signal.SIGINT))
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        kill.start()
+        with pytest.raises(KeyboardInterrupt):
+            tmp_client.run(long_call())
+    finally:
+        kill.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert cancelled.wait(10)  # the call on the loop was cancelled, not left running
+
+
+def test_a_sync_call_raising_timeout_error_raises_it(tmp_client: Client) -> None:
+    """Waiting in slices must not take the call's own TimeoutError for a slice running out."""
+
+    async def times_out() -> None:
+        await asyncio.sleep(0.25)
+        raise TimeoutError("the call's own")
+
+    with pytest.raises(TimeoutError, match="the call's own"):
+        tmp_client.run(times_out())

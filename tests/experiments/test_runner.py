@@ -182,20 +182,19 @@ def test_ctrl_c_keeps_rows_and_resume_repeats_no_finished_call(
     client = client_factory({MINI: sentiment_server})
     exp = Experiment(_reviews(15), PROMPTS, [MINI], schema=SCHEMA, client=client, concurrency=4)
     fired: list[bool] = []
-    seen = threading.Event()
+    returned = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
-        seen.set()
         raise KeyboardInterrupt  # what Python's own handler does
 
     def ctrl_c(state: ProgressState) -> None:
         if state.done >= 6 and not fired:
             fired.append(True)
             os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT to the waiting main thread
-            # Hold the loop until the main thread has taken the signal (and so asks to
-            # cancel): on a loaded machine the rest of the grid would otherwise finish first.
-            seen.wait(10)
-            time.sleep(0.2)
+            # Hold the loop until `run` has returned to the main thread, so it has asked to
+            # cancel: on a loaded machine the rest of the grid would otherwise finish first
+            # (a fixed pause after the signal was taken was not always enough).
+            returned.wait(10)
 
     exp.on_progress.append(ctrl_c)
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -203,6 +202,7 @@ def test_ctrl_c_keeps_rows_and_resume_repeats_no_finished_call(
         with pytest.raises(KeyboardInterrupt):
             exp.run(progress=False)
     finally:
+        returned.set()
         signal.signal(signal.SIGINT, previous)
     assert "interrupted after" in capsys.readouterr().err
     _wait_until(lambda: not exp._active)
