@@ -27,7 +27,7 @@ from typing import Any
 
 from ._files import private_dir, private_file
 from .redact import scrub_secrets
-from .types import OUTPUT_PARAMS, Completion, Message, Request
+from .types import _PER_CALL, OUTPUT_PARAMS, Completion, Message, Request
 
 __all__ = ["KEY_VERSION", "Cache", "cache_key", "decode_entry", "encode_entry", "key_for"]
 
@@ -98,13 +98,15 @@ _GET_TEXTS = (
 
 def encode_entry(completion: Completion) -> str:
     """The JSON text every cache store keeps for `completion` (diskcache and Redis alike), with
-    API keys scrubbed (as the call path already did for fresh replies: a hit must match them)."""
-    blob = scrub_secrets(json.dumps(completion.to_cache(), ensure_ascii=False), pairs=False)
+    API keys scrubbed (as the call path already did for fresh replies: a hit must match them).
+    Written by pydantic (a fifth of `json.dumps` over `model_dump`'s dict, and the largest
+    part of a grid call's cache write); a lone surrogate, which UTF-8 cannot hold, is written
+    `\\u`-escaped by `json` instead."""
     try:
-        blob.encode()
-    except UnicodeEncodeError:  # a lone surrogate in a reply: stores keep UTF-8 only
-        blob = scrub_secrets(json.dumps(completion.to_cache()), pairs=False)
-    return blob
+        blob = completion.to_cache()
+    except ValueError:  # pydantic's serialisation error: a lone surrogate
+        blob = json.dumps(completion.model_dump(exclude=_PER_CALL, mode="json"))
+    return scrub_secrets(blob, pairs=False)
 
 
 def decode_entry(blob: Any) -> Completion:
@@ -201,6 +203,8 @@ class Cache:
         self.ttl = ttl
         """Seconds an entry lives (None: until evicted by size)."""
         self._store: Any = None
+        self._unchecked = size_limit  # characters written since the size was checked (the
+        # first write checks: a store opened over its limit is culled at once)
 
     def _open(self) -> Any:
         if self._store is None:
@@ -284,8 +288,13 @@ class Cache:
         try:
             with store.transact():
                 self._write_rows(store, [(k, b) for (k, _), b in zip(items, blobs, strict=True)])
-            if store.volume() > store.size_limit:
-                store.cull()  # what diskcache's own `set` does after each write
+            # What diskcache's own `set` does after each write, once per 1/64 of the limit
+            # written: the size query cost a fifth of a grid's small commits.
+            self._unchecked += sum(len(b) for b in blobs if b is not None)
+            if self._unchecked * 64 >= store.size_limit:
+                self._unchecked = 0
+                if store.volume() > store.size_limit:
+                    store.cull()
             return errors
         except Exception:
             pass

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import socket
 import threading
 import time
 import uuid
@@ -143,6 +145,7 @@ class FakeOpenAIServer:
         self.headers: list[dict[str, str]] = []
         """Request headers, lower-cased, in arrival order (to check how a key was sent)."""
         self.responses: list[int] = []
+        self._open: set[socket.socket] = set()
         self._server = _QuietServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -173,6 +176,12 @@ class FakeOpenAIServer:
             self._timer.cancel()
         self._server.shutdown()
         self._server.server_close()
+        # Kept-alive connections would go on answering a stopped server's pooled clients.
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
@@ -207,9 +216,21 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # A kept-alive stream's small writes would otherwise wait on the client's delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 return
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._open.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._open.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
@@ -309,9 +330,10 @@ class FakeOpenAIServer:
                     server.responses.append(200)
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
-                self.send_header("connection", "close")
+                # Chunked, as real servers stream, so the connection stays open for the next
+                # request; closing it after every answer made each call pay a new TCP connect.
+                self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                self.close_connection = True
                 cid, model, created = (
                     f"chatcmpl-{uuid.uuid4().hex[:12]}",
                     body.get("model", "fake"),
@@ -354,13 +376,17 @@ class FakeOpenAIServer:
                                 "usage": server._usage(body, text),
                             }
                         )
-                    self.wfile.write(b"data: [DONE]\n\n")
+                    self._chunk(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
-                    return
+                    self.close_connection = True
 
             def _event(self, payload: dict[str, Any]) -> None:
-                self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
         return Handler
@@ -396,8 +422,8 @@ class FakeOpenAIServer:
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) closes its socket; that is expected, not an error."""
 
-    # Streams close their connection, so a grid at concurrency 200 opens 200 at once; the
-    # default backlog of 5 drops SYNs, and each drop costs the client a 1 s retransmit.
+    # A grid at concurrency 200 opens 200 connections at once; the default backlog of 5
+    # drops SYNs, and each drop costs the client a 1 s retransmit.
     request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:

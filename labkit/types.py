@@ -143,7 +143,10 @@ class Request(BaseModel):
 class Completion(BaseModel):
     """One answer from the call path, fresh or from the cache."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # Non-finite floats as JSON's usual constants (as `json.dumps` writes them), not null.
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, ser_json_inf_nan="constants"
+    )
 
     text: str
     """The model's raw reply text."""
@@ -184,11 +187,13 @@ class Completion(BaseModel):
         """Shortcut to the parsed value (None without a schema)."""
         return self.parsed.value if self.parsed is not None else None
 
-    def to_cache(self) -> dict[str, Any]:
-        """The JSON-safe part worth storing; per-call fields are reset on a hit."""
-        return self.model_dump(
-            exclude={"trace_id", "cache_hit", "parsed", "alias", "cache_key"}, mode="json"
-        )
+    def to_cache(self) -> str:
+        """The part worth storing, as JSON text; per-call fields are reset on a hit. Raises
+        for a text pydantic cannot write as UTF-8 (a lone surrogate)."""
+        return self.model_dump_json(exclude=_PER_CALL)
+
+
+_PER_CALL = {"trace_id", "cache_hit", "parsed", "alias", "cache_key"}
 
 
 class EventKind(StrEnum):

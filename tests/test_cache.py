@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from pathlib import Path
 
@@ -69,3 +70,35 @@ def test_corrupt_entry_is_a_logged_miss(tmp_path: Path, caplog: pytest.LogCaptur
         assert cache.get("bad") is None
         assert cache.get("wrong") is None
     assert "treated as a miss" in caplog.text
+
+
+def test_entries_round_trip_odd_text_non_finite_numbers_and_known_keys(tmp_path: Path) -> None:
+    from labkit.redact import add_secret
+
+    secret = "configured-key-" + "q7" * 10
+    add_secret(secret)
+    cache = Cache(tmp_path / "c")
+    cases = {
+        "surrogate": Completion(text="half \ud83d of an emoji", model="m"),
+        "unicode": Completion(text='é 😀 \u2028 \x00 "q" \\', model="m", raw={"t": "ü"}),
+        "non-finite": Completion(
+            text="x", model="m", latency_s=float("inf"), raw={"n": float("nan"), "m": -1e-300}
+        ),
+        "keys": Completion(text=f"echo {secret}", model="m", raw={"k": secret}),
+    }
+    for name, done in cases.items():
+        cache.set(name, done)
+        got = cache.get(name)
+        assert got is not None, name
+        want = done.model_dump(exclude={"raw"})
+        have = got.model_dump(exclude={"raw"})
+        if name == "keys":
+            assert secret not in repr(have) + repr(got.raw), name
+            assert got.text == "echo [API_KEY]" and got.raw == {"k": "[API_KEY]"}
+            continue
+        if name == "non-finite":
+            assert math.isinf(got.latency_s) and math.isnan(got.raw["n"])
+            assert got.raw["m"] == -1e-300
+            continue
+        assert have == want and got.raw == done.raw, name
+    cache.close()

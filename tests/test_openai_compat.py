@@ -420,3 +420,40 @@ print("litellm" in sys.modules)
     lines = _python(script, tmp_path).split("\n")
     assert lines[0] == "6 6 True"  # every call answered, and priced from the map
     assert lines[1] == "False"
+
+
+def test_the_loopback_server_streams_chunked_on_a_kept_alive_connection() -> None:
+    """As real servers do: a client reuses its connection for the next streamed request (a
+    server that closed after every stream made each call pay a new TCP connect), and a stopped
+    server closes the connections it kept, so pooled clients see it is gone."""
+    import http.client
+
+    body = json.dumps({"model": "m", "messages": MESSAGES, "stream": True}).encode()
+    with FakeOpenAIServer(reply="kept alive", max_lifetime=60) as s:
+        conn = http.client.HTTPConnection(*s._server.server_address[:2], timeout=10)
+        socks = []
+        for _ in range(2):
+            conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.getheader("transfer-encoding") == "chunked"
+            assert resp.read().endswith(b"data: [DONE]\n\n") and not resp.will_close
+            socks.append(conn.sock)
+        assert socks[0] is socks[1] and s.count == 2
+        conn.close()
+
+    server = FakeOpenAIServer(reply="then gone", max_lifetime=60).start()
+    backend = OpenAICompatBackend()
+
+    async def before_and_after_stop() -> tuple[Completion, BaseException]:
+        first = await backend.generate(_request(server))
+        server.stop()
+        try:
+            await backend.generate(_request(server))
+        except ProviderError as exc:
+            return first, exc
+        finally:
+            await backend.aclose()
+        raise AssertionError("a stopped server answered")
+
+    first, gone = asyncio.run(before_and_after_stop())
+    assert first.text == "then gone" and isinstance(gone, ProviderUnavailable)
