@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._loop import LoopThread
 from ._parse_cache import parse_entry, parse_print, stored_parse
+from ._slots import GROUP_WINDOW, current_slots
 from .cache import cache_key, key_for
 from .cache_stores import CacheConfig, CacheStore, cache_store
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
-from .errors import ConfigError, ContextOverflow, InputError, ProviderError, scrub_chain
+from .errors import ConfigError, InputError, scrub_chain
 from .models import Registry, Resolution
 from .otel import OtelConfig, otel_sink
 from .prompts import build_messages
@@ -475,21 +476,13 @@ class Client:
             ctx_tokens = ctx_limit = None
             try:
                 ctx_tokens, ctx_limit = self._fit(backend, req, emit)
-                done = await backend.generate(req)
-            except (ProviderError, ContextOverflow) as exc:
-                self._trace_attempt(
-                    p,
-                    model,
-                    n,
-                    req,
-                    None,
-                    exc,
-                    time.perf_counter() - started,
-                    ctx_tokens,
-                    ctx_limit,
-                )
-                raise
-            except Exception as exc:  # a backend bug must still leave its trace row
+                slots = current_slots()  # a grid's cap on requests in flight
+                if slots is None:
+                    done = await backend.generate(req)
+                else:
+                    async with slots.gate:
+                        done = await backend.generate(req)
+            except Exception as exc:  # provider errors, overflow, and a backend bug alike
                 self._trace_attempt(
                     p,
                     model,
@@ -538,8 +531,9 @@ class Client:
         self, key: str, done: Completion, parse: tuple[str | None, str | None]
     ) -> None:
         """Store an answer (and its parse result beside it), committed together with the others
-        that finish in the same turn of the loop (group commit: one SQLite commit per call was
-        a third of a grid call's CPU). Returns once the answer is on disk, as `set` did."""
+        that finish in the same turn of the loop, or, in a grid, within `GROUP_WINDOW` (group
+        commit: one SQLite commit per call was a third of a grid call's CPU; see `_slots`).
+        Returns once the answer is on disk, as `set` did."""
         assert self.cache is not None
         items: list[tuple[str, Completion | str]] = [(key, done)]
         if parse[0] and parse[1]:
@@ -551,7 +545,13 @@ class Client:
                 raise error
             return
         fut: asyncio.Future[None] = loop.create_future()
-        if not self._cache_queue:
+        slots, queued = current_slots(), len(self._cache_queue) + 1
+        if slots is None or slots.batch == 1:
+            if queued == 1:  # the first of this turn's batch
+                loop.call_soon(self._cache_flush)
+        elif queued == 1:  # the first of a grid's window
+            loop.call_later(GROUP_WINDOW, self._cache_flush)
+        elif queued == slots.batch:  # enough to share a commit: now
             loop.call_soon(self._cache_flush)
         entry = (items, fut)
         self._cache_queue.append(entry)

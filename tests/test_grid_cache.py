@@ -411,3 +411,71 @@ def test_the_column_wise_frame_equals_the_general_one_and_falls_back_on_odd_rows
         rows = [(i, {**r, **change}) if i == 0 else (i, r) for i, r in enumerate(odd)]
         assert _typed_rows([r for _, r in rows]) is None
         pd.testing.assert_frame_equal(build_frame(rows), general(rows), check_exact=True)
+
+
+# ------------------------------------------------------------------ request slots
+class _Gauge(FakeBackend):
+    """A slow scripted backend that records how many requests were out at once, and whether
+    each request left only after every earlier answer was in the cache."""
+
+    def __init__(self, cache: Any) -> None:
+        super().__init__("fine", latency=0.02)
+        self.cache, self.out, self.peak = cache, 0, 0
+        self.answered: list[str] = []
+        self.early: list[int] = []  # requests sent while an earlier answer was not yet stored
+
+    async def generate(self, request: Any) -> Completion:
+        from labkit.cache import cache_key
+
+        if any(k not in self.cache for k in self.answered):
+            self.early.append(len(self.history))
+        self.out += 1
+        self.peak = max(self.peak, self.out)
+        self.latency = 0.02 + (len(self.history) % 7) * 0.003  # answers land in different turns
+        try:
+            done = await super().generate(request)
+        finally:
+            self.out -= 1
+        self.answered.append(cache_key(request))
+        return done
+
+
+def _gauged(tmp_path: Path) -> tuple[Client, _Gauge]:
+    client = Client(registry=Registry(), cache_dir=tmp_path / "cache", traces=tmp_path / "t.db")
+    assert client.cache is not None
+    gauge = _Gauge(client.cache)
+    client.add_backend("fake", gauge)
+    return client, gauge
+
+
+def test_concurrency_caps_requests_in_flight_and_answers_share_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, gauge = _gauged(tmp_path)
+    commits: list[int] = []
+    real = Cache.set_many
+    monkeypatch.setattr(
+        Cache, "set_many", lambda self, items: commits.append(1) or real(self, items)
+    )
+    items = [{"id": f"i{i}", "q": f"question {i}"} for i in range(96)]
+    exp = Experiment(items, {"p": "Q: {{q}}"}, ["fake/a"], client=client, concurrency=16)
+    stored: list[bool] = []
+    exp.on_progress.append(lambda s: stored.append(len(client.cache or []) >= s.done))
+    res = exp.run(progress=False)
+    assert res.df["error"].isna().all() and len(gauge.history) == 96
+    assert gauge.peak == 16  # the cap is reached and never passed
+    assert len(commits) <= 96 // 2  # answers finishing within the window share a commit
+    assert stored and all(stored)  # a row is published only once its answer is on disk
+    again = exp.run(progress=False)
+    assert again.df["cache_hit"].all() and len(gauge.history) == 96
+    client.close()
+
+
+def test_a_sequential_grid_stores_each_answer_before_the_next_request(tmp_path: Path) -> None:
+    client, gauge = _gauged(tmp_path)
+    items = [{"id": f"i{i}", "q": f"question {i}"} for i in range(12)]
+    Experiment(items, {"p": "Q: {{q}}"}, ["fake/a"], client=client, concurrency=1).run(
+        progress=False
+    )
+    assert len(gauge.history) == 12 and gauge.peak == 1 and gauge.early == []
+    client.close()

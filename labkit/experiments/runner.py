@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._gc import relaxed_gc
+from .._slots import request_slots
 from .._version import __version__
 from ..client import TRANSPORT_PARAMS, _check_cache_mode, default_client
 from ..errors import DatasetError, InputError
@@ -95,8 +96,9 @@ class Experiment:
     and parses it; `evaluators` score each reply (default: `FieldMatch()` when the dataset has
     labels and a schema is given, else `ExactMatch()` when an "answer" label exists, else none:
     then `passed` = parsed and no error). `params` are generation parameters for every call
-    (temperature, max_tokens, ...); `concurrency` caps calls in flight over the whole grid (the
-    call path also limits each model). Construction checks everything it can and raises before
+    (temperature, max_tokens, ...); `concurrency` caps requests in flight over the whole grid
+    (the call path also limits each model; a finished call's parse, storage and scoring hold
+    no slot). Construction checks everything it can and raises before
     any call is made.
     """
 
@@ -378,8 +380,12 @@ class Experiment:
         with relaxed_gc():  # until the frame is built: 2,000 rows are many young objects
             try:
                 publish()
-                n_workers = max(1, min(self.concurrency, self.total))
-                await asyncio.gather(*(worker() for _ in range(n_workers)))
+                # `concurrency` caps requests in flight; twice as many workers let the next
+                # request leave while a finished call is parsed, stored and scored (`_slots`).
+                # A sequential grid stays strictly one call after another.
+                workers = self.concurrency if self.concurrency == 1 else 2 * self.concurrency
+                with request_slots(self.concurrency):
+                    await asyncio.gather(*(worker() for _ in range(min(workers, self.total))))
                 status = "stopped" if len(self._rows) < self.total else "done"
             except asyncio.CancelledError:
                 status = "interrupted"
