@@ -291,9 +291,10 @@ def test_set_many_keeps_diskcache_bookkeeping_and_files_right(tmp_path: Path) ->
 def test_get_texts_reads_many_keys_and_odd_text_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The batch comes back as one JSON document from SQLite: every text must survive that
-    round trip byte for byte, over more keys than one query takes; and a SQLite that cannot
-    build it (no JSON functions) falls back to reading key by key."""
+    """The batch comes back from SQLite as one text of separated keys and values: every text
+    must survive that byte for byte, over more keys than one query takes; a value or key that
+    holds a separator itself (planted, not written by labkit) must not shift the others; and a
+    query SQLite refuses falls back to reading key by key."""
     import labkit.cache as cache_mod
 
     cache = Cache(tmp_path / "c")
@@ -303,11 +304,15 @@ def test_get_texts_reads_many_keys_and_odd_text_exactly(
         items.append((f"k{i}", Completion(text=odd[i % len(odd)] + str(i), model="m")))
     items.append(("p", json.dumps({"text": "\ud800 escaped", "n": 1})))
     assert cache.set_many(items) == [None] * len(items)
-    keys = [k for k, _ in items] + ["absent"]
+    planted = {"k5": "raw \x1f unit", "k905": "\x1e", "k1300": "nul \x00 \x1f\x1e", "k\x1fk": "x"}
+    for key, text in planted.items():  # written raw, as another program could
+        cache._open().set(key, text)
+    keys = [k for k, _ in items] + ["absent", "k\x1fk"]
     texts = cache.get_texts(keys)
-    assert len(texts) == len(items) and "absent" not in texts
-    for key in keys[:-1]:
-        assert texts[key] == cache._open().get(key), key
+    assert len(texts) == len(items) + 1 and "absent" not in texts
+    for key in keys:
+        assert texts.get(key) == cache._open().get(key), key
+    assert {k: texts[k] for k in planted} == planted
     monkeypatch.setattr(cache_mod, "_GET_TEXTS", "SELECT no_such_function({})")
     assert cache.get_texts(keys) == texts
     cache.close()
