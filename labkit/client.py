@@ -370,8 +370,9 @@ class Client:
         )
         repairs = None
         if p.schema is not None:
-            hit.parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
-            repairs = hit.parsed.repair_steps
+            parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
+            hit.__dict__["parsed"] = parsed  # a Parsed, which `parsed: Any` takes as it is
+            repairs = parsed.repair_steps
         row = trace_row(
             "cache_hit",
             "hit",

@@ -82,7 +82,7 @@ _INSERT = (
     f"INSERT OR REPLACE INTO traces ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 )
 _INSERT_MISSING = _INSERT.replace("OR REPLACE", "OR IGNORE")
-_NAME_SET = frozenset(_NAMES)
+_RECORDABLE = frozenset((*_NAMES, "_if_missing"))
 _ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
 _JSON_COLUMNS = ("prompt", "params", "repairs", "meta")
 _log = logging.getLogger("labkit.tracing")
@@ -193,8 +193,8 @@ class TraceStore:
     def record(self, **fields: Any) -> str:
         """Queue one row; returns its id. Redaction and encoding happen when the row is written
         (off the caller's hot path), always before anything touches the disk."""
-        unknown = fields.keys() - _NAME_SET - {"_if_missing"}
-        if unknown:
+        if not fields.keys() <= _RECORDABLE:
+            unknown = fields.keys() - _RECORDABLE
             raise TypeError(f"unknown trace column(s): {sorted(unknown)}")
         given = fields.get("id")
         row_id: str = given or new_id()
