@@ -50,19 +50,18 @@ def _text_print(text: str) -> str:
 
 def parse_entry(done: Completion) -> str | None:
     """The parse result as JSON text for the cache, tied to the exact reply text; None when
-    JSON would not give back the same result (NaN, or a value that is not plain JSON)."""
+    JSON would not give back the same result (NaN, a lone surrogate, a value that is not plain
+    JSON). Written and checked by pydantic: what `stored_parse` reads must equal the result."""
     parsed = done.parsed
     if parsed is None:
         return None
     try:
-        data = parsed.model_dump(mode="json")
-        text = json.dumps({"text": _text_print(done.text), "parsed": data}, ensure_ascii=False)
-        if json.loads(text)["parsed"] != parsed.model_dump():
+        data = parsed.model_dump_json()
+        if type(parsed).model_validate_json(data) != parsed:
             return None
-        text.encode()
     except Exception:
         return None
-    return text
+    return f'{{"text":"{_text_print(done.text)}","parsed":{data}}}'
 
 
 def stored_parse(stored: str | None, text: str) -> Any:

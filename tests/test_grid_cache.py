@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -484,3 +485,26 @@ def test_a_sequential_grid_stores_each_answer_before_the_next_request(tmp_path: 
     )
     assert len(gauge.history) == 12 and gauge.peak == 1 and gauge.early == []
     client.close()
+
+
+def test_a_parse_result_is_stored_only_if_it_comes_back_identical() -> None:
+    from labkit.structured import parse
+
+    def entry(text: str, **change: Any) -> str | None:
+        done = Completion(text=text, model="m")
+        parsed = parse(text, SCHEMA)
+        done.parsed = parsed.model_copy(update=change) if change else parsed
+        return parse_cache.parse_entry(done)
+
+    reply = '{"sentiment": "positive", "sentiment_confidence": 0.9}'
+    stored = entry(reply)
+    assert stored is not None
+    assert parse_cache.stored_parse(stored, reply) == parse(reply, SCHEMA)
+    assert parse_cache.stored_parse(stored, reply + " ") is None  # made for another text
+    assert entry(reply, confidences={"sentiment": math.nan}) is None  # NaN != NaN
+    assert entry(reply, value={"sentiment": "pos\ud800"}) is None  # UTF-8 cannot hold it
+    assert entry(reply, value={"sentiment": ("a", "b")}) is None  # a tuple comes back a list
+    odd = entry(reply, value={"sentiment": 'é "q" \\ \u2028 🙂'})
+    assert (
+        odd is not None and json.loads(odd)["parsed"]["value"]["sentiment"] == 'é "q" \\ \u2028 🙂'
+    )
