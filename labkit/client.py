@@ -82,10 +82,9 @@ class _Prepared:
         """The same call prepared again, for another run: a new call id, nothing fetched yet.
         What it shares with this one (messages, params, meta) is never changed in place."""
         twin = _Prepared.__new__(_Prepared)
-        for name in _Prepared.__slots__:
+        for name in _SHARED:
             setattr(twin, name, getattr(self, name))
-        twin.call_id = new_id()
-        twin.found = None
+        twin.call_id, twin.found = new_id(), None
         return twin
 
     call_id: str
@@ -102,6 +101,9 @@ class _Prepared:
     """(entry, stored parse) fetched ahead by `Client.prefetch`; None: not fetched yet."""
     parse_key: str | None
     """Where this call's parse result is cached (None: not cacheable, see `_parse_cache`)."""
+
+
+_SHARED = tuple(n for n in _Prepared.__slots__ if n not in ("call_id", "found"))
 
 
 class _Unset:

@@ -508,3 +508,29 @@ def test_a_parse_result_is_stored_only_if_it_comes_back_identical() -> None:
     assert (
         odd is not None and json.loads(odd)["parsed"]["value"]["sentiment"] == 'é "q" \\ \u2028 🙂'
     )
+
+
+def test_evaluators_see_the_prompt_of_the_run_after_the_prompts_change(tmp_path: Path) -> None:
+    from labkit.evaluation.checks import EvalContext, Evaluator, Score
+
+    class Seen(Evaluator):
+        name = "seen"
+
+        def __init__(self) -> None:
+            self.prompts: list[str | None] = []
+
+        def evaluate(self, ctx: EvalContext) -> Score:
+            self.prompts.append(ctx.prompt)
+            return self.score(1.0, True)
+
+    client = _client(tmp_path)
+    seen = Seen()
+    exp = Experiment(_rows(3), {"p": "Rate: {{review}}"}, ["fake/a"], client=client,
+                     evaluators=[seen])  # fmt: skip
+    exp.run(progress=False)
+    exp.run(progress=False)  # re-run: the same rendered prompts
+    assert seen.prompts[:3] == seen.prompts[3:] == [f"Rate: {r['review']}" for r in _rows(3)]
+    exp.prompts = {"p": "Judge: {{review}}"}
+    exp.run(progress=False)
+    assert seen.prompts[6:] == [f"Judge: {r['review']}" for r in _rows(3)]
+    client.close()

@@ -149,6 +149,7 @@ class Experiment:
         self._rows: dict[int, dict[str, Any]] = {}
         self._prepared: dict[int, Any] = {}  # cell index -> its call, prepared by an earlier run
         self._prepared_for: tuple[Any, ...] | None = None
+        self._shown: dict[int, str] = {}  # cell index -> the prompt evaluators see, rendered
         self._stop = threading.Event()
         self._active = False
         self._state = ProgressState(0, self.total, 0, 0.0, 0, 0.0)
@@ -439,7 +440,7 @@ class Experiment:
             json.dumps(schema, sort_keys=True, default=repr) if isinstance(schema, dict) else None,
         )
         if plan != self._prepared_for:
-            self._prepared = {}
+            self._prepared, self._shown = {}, {}
             self._prepared_for = plan
 
     def _prepare(self, cell: _Cell) -> Any:
@@ -480,15 +481,20 @@ class Experiment:
         started = time.perf_counter()
         if isinstance(prepared, Exception):
             return self._error_row(cell, prepared, time.perf_counter() - started)
-        template = self.prompts[cell.prompt]
-        variables = self._inputs[cell.item]
+        shown = None
+        if self.evaluators:  # rendered once per cell, as the calls are prepared once
+            shown = self._shown.get(cell.index)
+            if shown is None:
+                shown = self._shown[cell.index] = render(
+                    self.prompts[cell.prompt], self._inputs[cell.item]
+                )
         replied: list[Completion] = []
         try:
             got = await run_cell(
                 self.client,
                 self.evaluators,
                 self._records[cell.item],
-                prompt=render(template, variables) if self.evaluators else None,
+                prompt=shown,
                 cache=cache,
                 on_reply=replied.append,
                 prepared=prepared,
