@@ -209,9 +209,12 @@ _MISSING: Any = object()
 def _lookup(data: Any, path: str) -> Any:
     """`data["a"]["b"]` for path "a.b"; _MISSING when any step is absent."""
     for part in path.split("."):
-        if isinstance(data, BaseModel):
-            data = data.model_dump()
-        if not isinstance(data, Mapping) or part not in data:
+        if type(data) is not dict:  # a plain dict (parsed JSON) skips the slower ABC checks
+            if isinstance(data, BaseModel):
+                data = data.model_dump()
+            if not isinstance(data, Mapping):
+                return _MISSING
+        if part not in data:
             return _MISSING
         data = data[part]
     return data
