@@ -103,9 +103,9 @@ _GET_TEXTS = (
 def encode_entry(completion: Completion) -> str:
     """The JSON text every cache store keeps for `completion` (diskcache and Redis alike), with
     API keys scrubbed (as the call path already did for fresh replies: a hit must match them).
-    Written by pydantic (a fifth of `json.dumps` over `model_dump`'s dict, and the largest
-    part of a grid call's cache write); a lone surrogate, which UTF-8 cannot hold, is written
-    `\\u`-escaped by `json` instead."""
+    Written by pydantic (a quarter of the time of `json.dumps` over `model_dump`'s dict, which
+    was the largest part of a grid call's cache write); a lone surrogate, which UTF-8 cannot
+    hold, is written `\\u`-escaped by `json` instead."""
     try:
         blob = completion.to_cache()
     except ValueError:  # pydantic's serialisation error: a lone surrogate

@@ -98,8 +98,7 @@ class Experiment:
     then `passed` = parsed and no error). `params` are generation parameters for every call
     (temperature, max_tokens, ...); `concurrency` caps requests in flight over the whole grid
     (the call path also limits each model; a finished call's parse, storage and scoring hold
-    no slot). Construction checks everything it can and raises before
-    any call is made.
+    no slot). Construction checks everything it can and raises before any call is made.
     """
 
     def __init__(
