@@ -9,8 +9,10 @@ answers: the largest item of labkit's own CPU per call.
 Within `request_slots(limit)` (set by the grid runner for its workers, inherited by the tasks
 they start) a call holds a slot only while its backend request is out. Answers that finish
 meanwhile wait up to `GROUP_WINDOW` to share one cache commit; each call still returns only
-once its answer is on disk. A sequential grid (limit 1) keeps committing each answer at once,
-so its next request never leaves before the previous answer is stored.
+once its answer is on disk. The price: a SIGKILL loses the answers of that window as well as
+the requests in flight (a resumed grid asks them again). A sequential grid (limit 1) keeps
+committing each answer at once, so its next request never leaves before the previous answer
+is stored.
 """
 
 from __future__ import annotations
