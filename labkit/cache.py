@@ -27,7 +27,7 @@ from typing import Any
 
 from ._files import private_dir, private_file
 from .redact import scrub_secrets
-from .types import _PER_CALL, OUTPUT_PARAMS, Completion, Message, Request
+from .types import OUTPUT_PARAMS, Completion, Message, Request
 
 __all__ = ["KEY_VERSION", "Cache", "cache_key", "decode_entry", "encode_entry", "key_for"]
 
@@ -104,13 +104,8 @@ def encode_entry(completion: Completion) -> str:
     """The JSON text every cache store keeps for `completion` (diskcache and Redis alike), with
     API keys scrubbed (as the call path already did for fresh replies: a hit must match them).
     Written by pydantic (a quarter of the time of `json.dumps` over `model_dump`'s dict, which
-    was the largest part of a grid call's cache write); a lone surrogate, which UTF-8 cannot
-    hold, is written `\\u`-escaped by `json` instead."""
-    try:
-        blob = completion.to_cache()
-    except ValueError:  # pydantic's serialisation error: a lone surrogate
-        blob = json.dumps(completion.model_dump(exclude=_PER_CALL, mode="json"))
-    return scrub_secrets(blob, pairs=False)
+    was the largest part of a grid call's cache write)."""
+    return scrub_secrets(completion.to_cache(), pairs=False)
 
 
 def decode_entry(blob: Any) -> Completion:

@@ -5,6 +5,7 @@ Kept free of imports from the rest of labkit so backends, cache and tracing can 
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -188,9 +189,13 @@ class Completion(BaseModel):
         return self.parsed.value if self.parsed is not None else None
 
     def to_cache(self) -> str:
-        """The part worth storing, as JSON text; per-call fields are reset on a hit. Raises
-        for a text pydantic cannot write as UTF-8 (a lone surrogate)."""
-        return self.model_dump_json(exclude=_PER_CALL)
+        """The part worth storing, as JSON text; per-call fields are reset on a hit. Written by
+        pydantic; a lone surrogate, which UTF-8 cannot hold, is written `\\u`-escaped by `json`
+        instead."""
+        try:
+            return self.model_dump_json(exclude=_PER_CALL)
+        except ValueError:  # pydantic's serialisation error: a lone surrogate
+            return json.dumps(self.model_dump(exclude=_PER_CALL, mode="json"))
 
 
 _PER_CALL = {"trace_id", "cache_hit", "parsed", "alias", "cache_key"}
