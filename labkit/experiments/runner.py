@@ -148,7 +148,7 @@ class Experiment:
         self._rows: dict[int, dict[str, Any]] = {}
         self._prepared: dict[int, Any] = {}  # cell index -> its call, prepared by an earlier run
         self._prepared_for: tuple[Any, ...] | None = None
-        self._shown: dict[int, str] = {}  # cell index -> the prompt evaluators see, rendered
+        self._shown: dict[tuple[str, int], str] = {}  # (prompt, item) -> what evaluators see
         self._stop = threading.Event()
         self._active = False
         self._state = ProgressState(0, self.total, 0, 0.0, 0, 0.0)
@@ -481,10 +481,10 @@ class Experiment:
         if isinstance(prepared, Exception):
             return self._error_row(cell, prepared, time.perf_counter() - started)
         shown = None
-        if self.evaluators:  # rendered once per cell, as the calls are prepared once
-            shown = self._shown.get(cell.index)
+        if self.evaluators:  # rendered once per prompt and item, not per model and repeat
+            shown = self._shown.get((cell.prompt, cell.item))
             if shown is None:
-                shown = self._shown[cell.index] = render(
+                shown = self._shown[cell.prompt, cell.item] = render(
                     self.prompts[cell.prompt], self._inputs[cell.item]
                 )
         replied: list[Completion] = []
