@@ -100,12 +100,17 @@ _GET_TEXTS = (
 )
 
 
-def encode_entry(completion: Completion) -> str:
+def encode_entry(completion: Completion, parsed: str | None = None) -> str:
     """The JSON text every cache store keeps for `completion` (diskcache and Redis alike), with
     API keys scrubbed (as the call path already did for fresh replies: a hit must match them).
     Written by pydantic (a quarter of the time of `json.dumps` over `model_dump`'s dict, which
-    was the largest part of a grid call's cache write)."""
-    return scrub_secrets(completion.to_cache(), pairs=False)
+    was the largest part of a grid call's cache write). `parsed` is JSON text kept as the
+    entry's `parsed` field (the call path's parse record, see `_parse_cache`); a completion's
+    own `parsed` is per call and never stored."""
+    text = completion.to_cache()
+    if parsed is not None:
+        text = f'{text[:-1]},"parsed":{parsed}}}'
+    return scrub_secrets(text, pairs=False)
 
 
 def decode_entry(blob: Any) -> Completion:

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._loop import LoopThread
-from ._parse_cache import parse_entry, parse_print, stored_parse
+from ._parse_cache import parse_print, parse_record, stored_parse
 from ._slots import GROUP_WINDOW, current_slots
-from .cache import cache_key, key_for
+from .cache import cache_key, encode_entry, key_for
 from .cache_stores import CacheConfig, CacheStore, cache_store
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, InputError, scrub_chain
@@ -65,7 +65,7 @@ class _Prepared:
         "messages",
         "meta",
         "params",
-        "parse_key",
+        "parse_print",
         "resolution",
         "sample",
         "schema",
@@ -73,8 +73,8 @@ class _Prepared:
     )
 
     def __init__(self, **kw: Any) -> None:
-        self.found: tuple[Completion | None, str | None] | None = None
-        self.parse_key: str | None = None
+        self.found: tuple[Completion | None] | None = None
+        self.parse_print: str | None = None
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -97,10 +97,11 @@ class _Prepared:
     sample: int
     key: str
     meta: dict[str, Any]
-    found: tuple[Completion | None, str | None] | None
-    """(entry, stored parse) fetched ahead by `Client.prefetch`; None: not fetched yet."""
-    parse_key: str | None
-    """Where this call's parse result is cached (None: not cacheable, see `_parse_cache`)."""
+    found: tuple[Completion | None] | None
+    """(entry or None,) fetched ahead by `Client.prefetch`; None: not fetched yet."""
+    parse_print: str | None
+    """The fingerprint its cached parse record must carry (None: not cacheable, see
+    `_parse_cache`)."""
 
 
 _SHARED = tuple(n for n in _Prepared.__slots__ if n not in ("call_id", "found"))
@@ -163,9 +164,7 @@ class Client:
         self._schema_memo: dict[
             tuple[int, bool], tuple[Any, dict[str, Any] | None, str, str | None]
         ] = {}
-        self._cache_queue: list[
-            tuple[list[tuple[str, Completion | str]], asyncio.Future[None]]
-        ] = []
+        self._cache_queue: list[tuple[str, str, asyncio.Future[None]]] = []
 
     # ------------------------------------------------------------------ parts
     @property
@@ -327,7 +326,7 @@ class Client:
             sample=sample,
             key=key,
             meta={"run_id": run_id, "item_id": item_id, "parent_id": parent_id},
-            parse_key=f"{key}.parsed.{fingerprint}" if fingerprint else None,
+            parse_print=fingerprint,
         )
 
     def _schema_parts(
@@ -359,22 +358,26 @@ class Client:
         if self.cache is None:
             return None
         if p.found is not None:  # fetched ahead, in bulk
-            hit, stored = p.found
+            (hit,) = p.found
             p.found = None  # used once: a later lookup of the same call reads anew
         else:
-            hit, stored = self.cache.get(p.key), None
+            hit = self.cache.get(p.key)
         if hit is None:
             return None
-        # Plain attribute writes: the values are known-good, and pydantic's validating
-        # __setattr__ would cost a tenth of the hit path.
-        hit.__dict__.update(
-            cache_hit=True, trace_id=p.call_id, alias=p.resolution.alias, cache_key=p.key
-        )
-        repairs = None
-        if p.schema is not None:
-            parsed = stored_parse(stored, hit.text) or _parse(hit.text, p.schema)
-            hit.__dict__["parsed"] = parsed  # a Parsed, which `parsed: Any` takes as it is
+        parsed = repairs = None
+        if p.schema is not None:  # the entry's `parsed` is its stored parse record
+            parsed = stored_parse(hit.parsed, p.parse_print) or _parse(hit.text, p.schema)
             repairs = parsed.repair_steps
+        # Plain attribute writes: the values are known-good (a Parsed, which `parsed: Any`
+        # takes as it is), and pydantic's validating __setattr__ would cost a tenth of the hit
+        # path.
+        hit.__dict__.update(
+            cache_hit=True,
+            trace_id=p.call_id,
+            alias=p.resolution.alias,
+            cache_key=p.key,
+            parsed=parsed,
+        )
         row = trace_row(
             "cache_hit",
             "hit",
@@ -407,14 +410,13 @@ class Client:
         return hit
 
     def prefetch(self, prepared: list[_Prepared]) -> int:
-        """Fetch the cache entries (and stored parse results) of many prepared calls in one
+        """Fetch the cache entries (stored parse results included) of many prepared calls in one
         SQLite round trip; each call's `lookup` then uses what was fetched instead of its own
         query. Nothing is flagged, parsed or traced here: that stays in `lookup`, when the call
         runs. Returns the number of entries found."""
         if self.cache is None or not prepared:
             return 0
         keys = [p.key for p in prepared]
-        keys += [p.parse_key for p in prepared if p.parse_key]
         try:
             texts = self.cache.get_texts(keys)
         except Exception:  # the store would not open: each lookup finds out on its own
@@ -423,7 +425,7 @@ class Client:
         for p in prepared:
             text = texts.get(p.key)
             hit = self.cache.decode(p.key, text) if text is not None else None
-            p.found = (hit, texts.get(p.parse_key) if hit and p.parse_key else None)
+            p.found = (hit,)
             hits += hit is not None
         return hits
 
@@ -525,25 +527,21 @@ class Client:
         done.alias = res.alias
         done.trace_id = p.call_id
         if self.cache is not None and cache != "off" and done.cache_key:
-            parse_key = p.parse_key if done.cache_key == p.key else None
-            entry = parse_entry(done) if parse_key else None
-            await self._cache_store(done.cache_key, done, (parse_key, entry))
+            # The parse record is kept only under the key its fingerprint was made for.
+            fingerprint = p.parse_print if done.cache_key == p.key else None
+            record = parse_record(done, fingerprint) if fingerprint else None
+            await self._cache_store(done.cache_key, encode_entry(done, record))
         return done
 
-    async def _cache_store(
-        self, key: str, done: Completion, parse: tuple[str | None, str | None]
-    ) -> None:
-        """Store an answer (and its parse result beside it), committed together with the others
-        that finish in the same turn of the loop, or, in a grid, within `GROUP_WINDOW` (group
+    async def _cache_store(self, key: str, entry: str) -> None:
+        """Store an answer's entry (`encode_entry`), committed together with the others that
+        finish in the same turn of the loop, or, in a grid, within `GROUP_WINDOW` (group
         commit: one SQLite commit per call was a third of a grid call's CPU; see `_slots`).
         Returns once the answer is on disk, as `set` did."""
         assert self.cache is not None
-        items: list[tuple[str, Completion | str]] = [(key, done)]
-        if parse[0] and parse[1]:
-            items.append((parse[0], parse[1]))
         loop = asyncio.get_running_loop()
         if self._runner is None or loop is not self._runner.loop:
-            error = self.cache.set_many(items)[0]  # not on our loop: no batch to join
+            error = self.cache.set_many([(key, entry)])[0]  # not on our loop: no batch to join
             if error is not None:
                 raise error
             return
@@ -556,36 +554,31 @@ class Client:
             loop.call_later(GROUP_WINDOW, self._cache_flush)
         elif queued == slots.batch:  # enough to share a commit: now
             loop.call_soon(self._cache_flush)
-        entry = (items, fut)
-        self._cache_queue.append(entry)
+        queued_entry = (key, entry, fut)
+        self._cache_queue.append(queued_entry)
         try:
             await fut
         except asyncio.CancelledError:
             # A call cancelled before it returned leaves no cache entry, as one cancelled while
             # reading the reply did (a resumed grid asks again, and a grid keeps a row for every
             # cached answer): withdraw it, or take it back if the commit came first.
-            if entry in self._cache_queue:
-                self._cache_queue.remove(entry)
+            if queued_entry in self._cache_queue:
+                self._cache_queue.remove(queued_entry)
             else:  # the batch was written in the meantime
                 with contextlib.suppress(Exception):
-                    for k, _ in items:
-                        self.cache.delete(k)
+                    self.cache.delete(key)
             raise
 
     def _cache_flush(self) -> None:
         batch, self._cache_queue = self._cache_queue, []
         if not batch:
             return
-        items = [item for entries, _ in batch for item in entries]
         try:
             assert self.cache is not None
-            errors = self.cache.set_many(items)
+            errors = self.cache.set_many([(key, entry) for key, entry, _ in batch])
         except Exception as exc:  # the store would not open: every waiter hears why
-            errors = [exc] * len(items)
-        at = 0
-        for entries, fut in batch:
-            err = errors[at]  # the answer's own entry decides; its parse result is a bonus
-            at += len(entries)
+            errors = [exc] * len(batch)
+        for (_, _, fut), err in zip(batch, errors, strict=True):
             if fut.done():  # its caller was cancelled; the answer is stored anyway
                 continue
             if err is None:

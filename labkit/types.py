@@ -174,7 +174,9 @@ class Completion(BaseModel):
     """The model this answer replaced, when a fallback served it."""
     parsed: Any = None
     """A `labkit.structured.Parsed` when `schema=` was given (typed loosely so the cache-hit
-    path never imports the parser)."""
+    path never imports the parser). An entry read straight from a cache store holds its
+    stored parse record here, as plain data, until the client checks it against a call's
+    schema."""
     origin: dict[str, Any] | None = None
     """Where this answer was first produced: the attempt's trace row id, call id, run/item ids
     and time. Stored with the cache entry, so a grid resumed after a crash can write the

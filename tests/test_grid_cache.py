@@ -136,12 +136,13 @@ def test_a_cached_rerun_gives_the_frame_and_trace_rows_of_the_call_by_call_path(
     bulk_traces = _trace_rows(bulk_client, bulk_exp.run_id)
     bulk_client.close()
 
-    # The call-by-call path it replaces: no prefetch, every lookup reads and parses anew.
+    # The call-by-call path it replaces: no prefetch, every lookup reads its own entry (the
+    # parse result is kept in the answer's entry, so this path does not parse either).
     monkeypatch.setattr(Client, "prefetch", lambda self, prepared: 0)
     slow_client = _client(tmp_path / "a", "slow.db")
     slow_exp = Experiment(rows, PROMPTS, MODELS, schema=SCHEMA, client=slow_client, concurrency=4)
     slow = slow_exp.run(progress=False).df
-    assert len(parses) == len(rows) * 4
+    assert parses == []
     slow_traces = _trace_rows(slow_client, slow_exp.run_id)
     slow_client.close()
 
@@ -157,39 +158,49 @@ def test_a_cached_rerun_gives_the_frame_and_trace_rows_of_the_call_by_call_path(
     assert "ann@example.com" not in prompts and "[EMAIL]" in prompts
 
 
-def test_a_stored_parse_is_used_only_for_its_text_schema_and_parser_version(
+def test_a_stored_parse_is_used_only_for_its_schema_and_parser_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = _client(tmp_path)
     args: dict[str, Any] = dict(prompt="It was great", model="fake/a", schema=SCHEMA)
     first = client.generate(**args)
     p = client.prepare(**args)
-    assert p.parse_key is not None and p.parse_key.startswith(p.key)
-    assert client.cache is not None
-    stored = json.loads(client.cache.get_texts([p.parse_key])[p.parse_key])
-    assert stored["parsed"]["value"] == first.value == {"sentiment": "positive"}
+    assert p.parse_print is not None and client.cache is not None
+    stored = json.loads(client.cache.get_texts([p.key])[p.key])  # one entry: answer and parse
+    assert stored["parsed"]["print"] == p.parse_print
+    assert stored["parsed"]["result"]["value"] == first.value == {"sentiment": "positive"}
 
-    def bulk_value() -> Any:
+    def values() -> tuple[Any, Any]:
+        """(bulk look-up's value, a single call's value), both cache hits."""
         q = client.prepare(**args)
         client.prefetch([q])
-        got = client.lookup(q)
-        assert got is not None and got.cache_hit
-        return got.value
+        got, single = client.lookup(q), client.generate(**args)
+        assert got is not None and got.cache_hit and single.cache_hit
+        return got.value, single.value
 
-    # A planted parse result for the same text is what a bulk hit returns: it is really used.
-    planted = {**stored, "parsed": {**stored["parsed"], "value": {"sentiment": "negative"}}}
-    client.cache.set_many([(p.parse_key, json.dumps(planted))])
-    assert bulk_value() == {"sentiment": "negative"}
-    # ... but not for another reply text (the entry was refreshed since): parsed anew.
-    other = {**planted, "text": "0" * 24}
-    client.cache.set_many([(p.parse_key, json.dumps(other))])
-    assert bulk_value() == {"sentiment": "positive"}
-    # ... nor after the parser changes: the fingerprint (so the key) moves.
-    client.cache.set_many([(p.parse_key, json.dumps(planted))])
+    def plant(record: Any) -> None:
+        client.cache.set_many([(p.key, json.dumps({**stored, "parsed": record}))])
+
+    # A planted parse result is what a hit returns: it is really used, by both paths.
+    result = stored["parsed"]["result"]
+    planted = {**stored["parsed"], "result": {**result, "value": {"sentiment": "negative"}}}
+    plant(planted)
+    assert values() == ({"sentiment": "negative"},) * 2
+    # ... but an entry without one, or with one that is not a parse result, is parsed anew.
+    for record in (None, {**planted, "result": {"value": 1, "ok": "maybe"}}, [planted], "x"):
+        plant(record)
+        assert values() == ({"sentiment": "positive"},) * 2
+    # A call without a schema never sees the stored record as its `parsed`.
+    plant(planted)
+    q = client.prepare(**args)
+    q.schema = None
+    got = client.lookup(q)
+    assert got is not None and got.parsed is None and got.text == first.text
+    # After the parser changes, the fingerprint moves: parsed anew.
     monkeypatch.setattr(parse_cache, "PARSE_CACHE_VERSION", parse_cache.PARSE_CACHE_VERSION + 1)
     client._schema_memo.clear()
-    assert client.prepare(**args).parse_key != p.parse_key
-    assert bulk_value() == {"sentiment": "positive"}
+    assert client.prepare(**args).parse_print != p.parse_print
+    assert values() == ({"sentiment": "positive"},) * 2
     # Another schema: another fingerprint.
     assert parse_cache.parse_print({"sentiment": str}) != parse_cache.parse_print(SCHEMA)
 
@@ -197,7 +208,7 @@ def test_a_stored_parse_is_used_only_for_its_text_schema_and_parser_version(
     class Review(BaseModel):
         sentiment: str
 
-    assert client.prepare(prompt="x", model="fake/a", schema=Review).parse_key is None
+    assert client.prepare(prompt="x", model="fake/a", schema=Review).parse_print is None
     client.close()
 
 
@@ -490,24 +501,26 @@ def test_a_sequential_grid_stores_each_answer_before_the_next_request(tmp_path: 
 def test_a_parse_result_is_stored_only_if_it_comes_back_identical() -> None:
     from labkit.structured import parse
 
-    def entry(text: str, **change: Any) -> str | None:
+    def record(text: str, **change: Any) -> str | None:
         done = Completion(text=text, model="m")
         parsed = parse(text, SCHEMA)
         done.parsed = parsed.model_copy(update=change) if change else parsed
-        return parse_cache.parse_entry(done)
+        return parse_cache.parse_record(done, "fp")
+
+    def read(stored: str) -> Any:  # as the entry's `parsed: Any` field reads it
+        return Completion.model_validate_json(f'{{"text":"","model":"m","parsed":{stored}}}').parsed
 
     reply = '{"sentiment": "positive", "sentiment_confidence": 0.9}'
-    stored = entry(reply)
+    stored = record(reply)
     assert stored is not None
-    assert parse_cache.stored_parse(stored, reply) == parse(reply, SCHEMA)
-    assert parse_cache.stored_parse(stored, reply + " ") is None  # made for another text
-    assert entry(reply, confidences={"sentiment": math.nan}) is None  # NaN != NaN
-    assert entry(reply, value={"sentiment": "pos\ud800"}) is None  # UTF-8 cannot hold it
-    assert entry(reply, value={"sentiment": ("a", "b")}) is None  # a tuple comes back a list
-    odd = entry(reply, value={"sentiment": 'é "q" \\ \u2028 🙂'})
-    assert (
-        odd is not None and json.loads(odd)["parsed"]["value"]["sentiment"] == 'é "q" \\ \u2028 🙂'
-    )
+    assert parse_cache.stored_parse(read(stored), "fp") == parse(reply, SCHEMA)
+    assert parse_cache.stored_parse(read(stored), "another") is None  # another schema
+    assert record(reply, confidences={"sentiment": math.nan}) is None  # NaN != NaN
+    assert record(reply, value={"sentiment": "pos\ud800"}) is None  # UTF-8 cannot hold it
+    assert record(reply, value={"sentiment": ("a", "b")}) is None  # a tuple comes back a list
+    odd = record(reply, value={"sentiment": 'é "q" \\ \u2028 🙂'})
+    assert odd is not None
+    assert parse_cache.stored_parse(read(odd), "fp").value == {"sentiment": 'é "q" \\ \u2028 🙂'}
 
 
 def test_evaluators_see_the_prompt_of_the_run_after_the_prompts_change(tmp_path: Path) -> None:
