@@ -498,6 +498,36 @@ def test_a_sequential_grid_stores_each_answer_before_the_next_request(tmp_path: 
     client.close()
 
 
+def test_progress_is_live_while_a_run_without_listeners_runs_and_fixed_after(
+    tmp_path: Path,
+) -> None:
+    import threading
+    import time
+
+    client = Client(registry=Registry(), cache_dir=tmp_path / "cache", traces=tmp_path / "t.db")
+    client.add_backend("fake", FakeBackend("fine", latency=0.01))
+    items = [{"id": f"i{i}", "q": f"question {i}"} for i in range(40)]
+    exp = Experiment(items, {"p": "Q: {{q}}"}, ["fake/a"], client=client, concurrency=2)
+    assert exp.on_progress == []  # nobody listens: no snapshot is published per cell
+    run = threading.Thread(target=exp.run, kwargs={"progress": False})
+    run.start()
+    seen = []
+    while run.is_alive():
+        seen.append(exp.progress)
+        time.sleep(0.005)
+    run.join()
+    midway = [s for s in seen if 0 < s.done < s.total]
+    assert midway and all(s.total == 40 and s.errors == 0 for s in midway)
+    assert [s.done for s in seen] == sorted(s.done for s in seen)
+    end = exp.progress
+    assert end.done == 40 and end.cache_hits == 0 and end.elapsed_s > 0
+    time.sleep(0.02)
+    assert exp.progress == end  # a finished run's progress no longer moves
+    again = exp.run(progress=False)
+    assert len(again.df) == 40 and exp.progress.cache_hits == 40
+    client.close()
+
+
 def test_a_parse_result_is_stored_only_if_it_comes_back_identical() -> None:
     from labkit.structured import parse
 

@@ -87,6 +87,16 @@ class _Cell:
 
 
 # ---------------------------------------------------------------------------- experiment
+@dataclass(slots=True)
+class _Tally:
+    """A run's running counts, which `progress` reads while it runs."""
+
+    started: float
+    errors: int = 0
+    hits: int = 0
+    spent: float = 0.0
+
+
 class Experiment:
     """A grid of prompt variants x models over a dataset, `repeats` samples per cell.
 
@@ -152,6 +162,7 @@ class Experiment:
         self._stop = threading.Event()
         self._active = False
         self._state = ProgressState(0, self.total, 0, 0.0, 0, 0.0)
+        self._tally = _Tally(0.0)
         self._status = "not started"
 
     # ------------------------------------------------------------------ checks
@@ -310,8 +321,19 @@ class Experiment:
 
     @property
     def progress(self) -> ProgressState:
-        """The latest progress snapshot."""
-        return self._state
+        """The progress of the run: as of now while it runs, as it ended after."""
+        return self._snapshot() if self._active else self._state
+
+    def _snapshot(self) -> ProgressState:
+        t = self._tally
+        return ProgressState(
+            done=len(self._rows),
+            total=self.total,
+            errors=t.errors,
+            cost_usd=t.spent,
+            cache_hits=t.hits,
+            elapsed_s=time.monotonic() - t.started,
+        )
 
     def _begin(self, progress: bool, cache: CacheMode) -> Any:
         """Set up a run in the caller's thread (the bar must be displayed in the caller's
@@ -335,21 +357,12 @@ class Experiment:
         self._rows = {}
         self._check_prepared()
         self._status = "running"
-        started = time.monotonic()
-        errors = hits = 0
-        spent = 0.0
+        tally = self._tally = _Tally(time.monotonic())
         cells = self._cells()
         status = "failed"
 
         def publish() -> None:
-            self._state = ProgressState(
-                done=len(self._rows),
-                total=self.total,
-                errors=errors,
-                cost_usd=spent,
-                cache_hits=hits,
-                elapsed_s=time.monotonic() - started,
-            )
+            self._state = self._snapshot()
             if bar is not None:
                 try:
                     bar.update(self._state)
@@ -364,18 +377,18 @@ class Experiment:
         ready: collections.deque[tuple[_Cell, Any]] = collections.deque()
 
         async def worker() -> None:
-            nonlocal errors, hits, spent
             while not self._stop.is_set():
                 if not ready and not self._prefetch(cells, ready, cache):
                     return
                 cell, prepared = ready.popleft()
                 row = await self._run_cell(cell, cache, prepared)
                 self._rows[cell.index] = row
-                errors += row["error"] is not None
-                hits += bool(row["cache_hit"])
+                tally.errors += row["error"] is not None
+                tally.hits += bool(row["cache_hit"])
                 cost = row["cost_usd"]
-                spent += cost if isinstance(cost, float) and not math.isnan(cost) else 0.0
-                publish()
+                tally.spent += cost if isinstance(cost, float) and not math.isnan(cost) else 0.0
+                if bar is not None or self.on_progress:  # `progress` reads the tally itself
+                    publish()
 
         with relaxed_gc():  # until the frame is built: 2,000 rows are many young objects
             try:
