@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -376,7 +377,10 @@ def _typed_rows(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
     names = set(COLUMNS)
     if not rows or any(row.keys() != names for row in rows):
         return None
-    cols = {c: [row[c] for row in rows] for c in COLUMNS}
+    # Transposed in C: the rows' values in column order, then zipped into columns.
+    cols = dict(
+        zip(COLUMNS, map(list, zip(*map(itemgetter(*COLUMNS), rows), strict=True)), strict=True)
+    )
     data: dict[str, Any] = {}
     for c, values in cols.items():
         kinds = set(map(type, values))
