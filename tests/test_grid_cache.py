@@ -548,9 +548,31 @@ def test_a_parse_result_is_stored_only_if_it_comes_back_identical() -> None:
     assert record(reply, confidences={"sentiment": math.nan}) is None  # NaN != NaN
     assert record(reply, value={"sentiment": "pos\ud800"}) is None  # UTF-8 cannot hold it
     assert record(reply, value={"sentiment": ("a", "b")}) is None  # a tuple comes back a list
+    assert record(reply, confidences={"sentiment": math.inf}) is None
+    assert record(reply, value={1: "positive"}) is None  # a key JSON would make a string
+    assert record(reply, value={"sentiment": {"a"}}) is None  # not JSON at all
     odd = record(reply, value={"sentiment": 'é "q" \\ \u2028 🙂'})
     assert odd is not None
     assert parse_cache.stored_parse(read(odd), "fp").value == {"sentiment": 'é "q" \\ \u2028 🙂'}
+    # Whatever is stored comes back equal: replies the parser repairs, nested and odd values.
+    replies = [
+        reply,
+        '```json\n{"sentiment": "negative", "sentiment_confidence": 0.4,}\n```',
+        "{'sentiment': 'positive'}",
+        'Sure! {"sentiment": "POSITIVE", "sentiment_confidence": "0.7"} Hope that helps.',
+        '{"sentiment": "positive", "extra": [1, -0.0, 1e300, 12345678901234567890, null, true]}',
+        '{"sentiment": "neutral", "sentiment_confidence": 1.5}',
+        '{"sentiment": ',
+        "no JSON here",
+    ]
+    stored_count = 0
+    for text in replies:
+        done = Completion(text=text, model="m", parsed=parse(text, SCHEMA))
+        kept = parse_cache.parse_record(done, "fp")
+        if kept is not None:
+            stored_count += 1
+            assert parse_cache.stored_parse(read(kept), "fp") == done.parsed, text
+    assert stored_count == len(replies)  # none of these needed refusing
 
 
 def test_evaluators_see_the_prompt_of_the_run_after_the_prompts_change(tmp_path: Path) -> None:
