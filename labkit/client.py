@@ -38,7 +38,16 @@ from .resilience import Policy
 from .structured import SchemaLike, json_instructions, parse, response_format
 from .trace_rows import trace_row
 from .tracing import TraceStore, new_id
-from .types import OUTPUT_PARAMS, Completion, Event, Message, Request, check_params, mend_text
+from .types import (
+    OUTPUT_PARAMS,
+    Completion,
+    Event,
+    Message,
+    Request,
+    check_params,
+    mend_text,
+    trusted,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -467,14 +476,19 @@ class Client:
 
                 transport["api_key"] = os.environ.get(info.api_key_env)
                 add_secret(transport["api_key"])
-            req = Request(
-                model=model,
-                messages=p.messages,
-                params=params,
-                json_schema=p.json_schema,
-                json_mode=bool(p.json_schema is not None and info.json_mode),
-                sample=p.sample,
-                transport=transport,
+            # From values prepare() checked, not validated again; copied one level deep as
+            # validation did, so a backend that edits its request cannot change the call.
+            req = trusted(
+                Request,
+                {
+                    "model": model,
+                    "messages": [dict(m) for m in p.messages],
+                    "params": params,
+                    "json_schema": None if p.json_schema is None else dict(p.json_schema),
+                    "json_mode": bool(p.json_schema is not None and info.json_mode),
+                    "sample": p.sample,
+                    "transport": transport,
+                },
             )
             backend = self.backend_for(model)
             started = time.perf_counter()
@@ -502,10 +516,11 @@ class Client:
                 raise
             escaped = _clean_reply(done)
             # The first model of the chain is the one prepare() keyed (same id, same registry
-            # params): reuse its key instead of hashing the request again.
-            done.cache_key = p.key if model == res.model else cache_key(req)
+            # params): reuse its key instead of hashing the request again. Known-good values
+            # are written to the fields directly here and below, past pydantic's __setattr__.
+            done.__dict__["cache_key"] = p.key if model == res.model else cache_key(req)
             if p.schema is not None:
-                done.parsed = _parse(done.text, p.schema)
+                done.__dict__["parsed"] = _parse(done.text, p.schema)
             if ctx_tokens is None and ctx_limit is not None:
                 ctx_tokens = done.usage.prompt_tokens or None
             self._trace_attempt(
@@ -524,8 +539,7 @@ class Client:
                 exc.trace_id = p.call_id  # type: ignore[attr-defined]
             scrub_chain(exc)  # a provider's own exception may quote the key
             raise
-        done.alias = res.alias
-        done.trace_id = p.call_id
+        done.__dict__.update(alias=res.alias, trace_id=p.call_id)
         if self.cache is not None and cache != "off" and done.cache_key:
             # The parse record is kept only under the key its fingerprint was made for.
             fingerprint = p.parse_print if done.cache_key == p.key else None
@@ -655,7 +669,7 @@ class Client:
             return
         record = self.tracer.record_if_missing if origin else self.tracer.record
         if origin is None:  # kept with the cache entry: see lookup()
-            origin = done.origin = {
+            origin = done.__dict__["origin"] = {
                 "id": new_id(),
                 "call_id": p.call_id,
                 "attempt": n,

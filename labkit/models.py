@@ -244,6 +244,7 @@ class Registry:
         self._default_profile = profile
         self._resolved: dict[tuple[str, str], Resolution] = {}
         self._capabilities: dict[str, tuple[ModelInfo | None, ModelInfo]] = {}
+        self._defaults: dict[str, ModelInfo] = {}  # the entries of ids not in `models`
         self._check()
 
     # ----------------------------------------------------------------- loading
@@ -325,7 +326,14 @@ class Registry:
         return bool(rest) and provider in _PROVIDERS
 
     def info(self, model: str) -> ModelInfo:
-        return self.models.get(model) or ModelInfo(id=model)
+        """The registry's entry for `model`, else its defaults (built once per id: two
+        look-ups per call, and building one cost more than the rest of both)."""
+        found = self.models.get(model) or self._defaults.get(model)
+        if found is None:
+            if len(self._defaults) >= 1024:
+                self._defaults.clear()
+            found = self._defaults[model] = ModelInfo(id=model)
+        return found
 
     def resolve(
         self, name: str | None, *, profile: str | None = None, ab_key: str = ""

@@ -111,6 +111,34 @@ def test_retry_then_success_counts_attempts(tmp_path: Path) -> None:
     client.close()
 
 
+def test_a_backend_that_edits_its_request_cannot_change_the_next_attempt(tmp_path: Path) -> None:
+    client = Client(
+        registry=Registry(policy={"retry": {"max_attempts": 3, "base_delay": 0.001}}),
+        cache_dir=tmp_path / "c",
+        traces=tmp_path / "t.db",
+    )
+
+    def vandal(request: Any) -> str:  # edits everything it was given, then fails
+        request.messages[-1]["content"] = "tampered"
+        request.messages.append({"role": "user", "content": "more"})
+        assert request.json_schema is not None
+        request.json_schema["properties"] = {}
+        raise provider_error(503)
+
+    backend = FakeBackend([vandal, '{"a": "x"}'])
+    client.add_backend("fake", backend)
+    schema = {"a": str}
+    done = client.generate("Say {{w}}", variables={"w": "hi"}, model="fake/x", schema=schema)
+    first, second = backend.history
+    assert first.messages[-1]["content"] == "tampered"  # it edited its own copy
+    assert done.attempts == 2 and done.value == {"a": "x"}
+    assert second.messages[-1]["content"].startswith("Say hi") and len(second.messages) == 1
+    assert second.json_schema is not None and "a" in second.json_schema["properties"]
+    again = client.generate("Say {{w}}", variables={"w": "hi"}, model="fake/x", schema=schema)
+    assert again.cache_hit  # the key was never touched either
+    client.close()
+
+
 def test_no_secret_reaches_traces_or_cache_keys(tmp_path: Path) -> None:
     secret = "sk-proj-THISISASECRETKEY0123456789"
     client = Client(registry=Registry(), cache_dir=tmp_path / "c", traces=tmp_path / "t.db")

@@ -105,3 +105,13 @@ def test_code_registration_merges_over_builtins() -> None:
     assert info.context_window == 8192 and info.max_output_tokens == 100
     with pytest.raises(UnknownModel):
         reg.alias("x", "nope/zzz")
+
+
+def test_an_unregistered_id_s_defaults_are_built_once_and_a_registration_wins() -> None:
+    reg = Registry()
+    info = reg.info("openai/gpt-4o-mini-2024-07-18")
+    assert info.id == "openai/gpt-4o-mini-2024-07-18" and info.api_base is None
+    assert reg.info("openai/gpt-4o-mini-2024-07-18") is info  # one object per id
+    assert reg.info("openai/gpt-4o-2024-08-06") is not info
+    reg.register("openai/gpt-4o-mini-2024-07-18", api_base="http://127.0.0.1:9")
+    assert reg.info("openai/gpt-4o-mini-2024-07-18").api_base == "http://127.0.0.1:9"

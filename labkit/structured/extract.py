@@ -69,6 +69,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputError
+from ..types import trusted
 from .repair import (
     DECODER,
     MAX_DEPTH,
@@ -145,24 +146,9 @@ class Parsed(BaseModel):
         return self.ok and not self.repairs
 
 
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _construct(cls: type[Any], fields: dict[str, Any]) -> Any:
-    """A pydantic model from data this module built itself, skipping validation: `parse` is on
-    the hot path of every call and pydantic's own `model_construct` is far slower than this."""
-    obj = _new(cls)
-    _set(obj, "__dict__", fields)
-    _set(obj, "__pydantic_fields_set__", set(fields))
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
-
-
 def _strict(value: Any) -> Parsed:
     """The result for untouched valid JSON without a schema: the hot path."""
-    return _construct(Parsed, {
+    return trusted(Parsed, {
         "value": value, "ok": True, "repairs": [], "missing": [], "extras": [], "coerced": [],
         "confidences": {}, "repaired_fields": [], "errors": [], "strategy": "strict",
     })  # fmt: skip
@@ -664,8 +650,8 @@ class _Run:
             for k, c in log.confidences.items()
         }
         ok = stage != "none" and not log.errors and not log.missing
-        repairs = [_construct(Repair, {"step": st, "detail": d}) for st, d in log.repairs]
-        return _construct(Parsed, {
+        repairs = [trusted(Repair, {"step": st, "detail": d}) for st, d in log.repairs]
+        return trusted(Parsed, {
             "value": value, "ok": ok, "repairs": repairs, "missing": log.missing,
             "extras": log.extras, "coerced": log.coerced, "confidences": confidences,
             "repaired_fields": flagged, "errors": log.errors, "strategy": stage,
