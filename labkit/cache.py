@@ -287,7 +287,7 @@ class Cache:
         errors: list[Exception | None] = [None] * len(items)
         blobs: list[str | None] = []
         for i, (_, value) in enumerate(items):
-            try:  # a str is JSON text the call path built (a parse result)
+            try:  # a str is an entry the call path encoded already (`encode_entry`)
                 blobs.append(value if isinstance(value, str) else encode_entry(value))
             except Exception as exc:
                 blobs.append(None)

@@ -353,11 +353,11 @@ class Experiment:
             if bar is not None:
                 bar.close(self._state, "not started: already running")
             raise RuntimeError(_ALREADY_RUNNING)
+        self._rows, tally = {}, _Tally(time.monotonic())
+        self._tally = tally  # before `progress` reads it as the live count
         self._active = True
-        self._rows = {}
         self._check_prepared()
         self._status = "running"
-        tally = self._tally = _Tally(time.monotonic())
         cells = self._cells()
         status = "failed"
 
