@@ -130,7 +130,7 @@ def test_a_backend_that_edits_its_request_cannot_change_the_next_attempt(tmp_pat
     schema = {"a": str}
     done = client.generate("Say {{w}}", variables={"w": "hi"}, model="fake/x", schema=schema)
     first, second = backend.history
-    assert first.messages[-1]["content"] == "tampered"  # it edited its own copy
+    assert first.messages[-2]["content"] == "tampered"  # it edited its own copy
     assert done.attempts == 2 and done.value == {"a": "x"}
     assert second.messages[-1]["content"].startswith("Say hi") and len(second.messages) == 1
     assert second.json_schema is not None and "a" in second.json_schema["properties"]
