@@ -105,6 +105,58 @@ def test_batched_rows_are_flushed_by_the_background_thread(tmp_path: Path) -> No
     assert rows == (20,)
 
 
+def test_the_writer_waits_for_a_burst_of_rows_to_pause_but_not_for_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid answering from the cache records thousands of rows a second; the writer holds
+    the GIL while it encodes them, so it writes them when the burst pauses. An error row is
+    written at once; a query always sees every row recorded before it."""
+    import threading
+    import time
+
+    import labkit.tracing as tracing
+
+    monkeypatch.setattr(tracing, "SETTLE_GAP", 0.3)  # wide margins for a loaded machine
+    monkeypatch.setattr(tracing, "SETTLE_MAX", 30.0)
+    store = TraceStore(tmp_path / "t.db", flush_interval=0.05)
+    db = sqlite3.connect(tmp_path / "t.db")
+
+    def stored() -> int:
+        try:
+            return int(db.execute("SELECT count(*) FROM traces").fetchone()[0])
+        except sqlite3.OperationalError:  # the writer has not created the table yet
+            return 0
+
+    stop = threading.Event()
+
+    def burst() -> None:
+        while not stop.is_set():
+            store.record(kind="cache_hit", model="m", status="hit")
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=burst)
+    feeder.start()
+    try:
+        time.sleep(1.0)
+        assert stored() == 0 and store.pending > 50  # still coming: nothing written yet
+        store.record(kind="attempt", model="m", status="error", error_type="RateLimited")
+        deadline = time.monotonic() + 10
+        while stored() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stored() > 50  # the error row took the queue with it, mid-burst
+    finally:
+        stop.set()
+        feeder.join()
+    deadline = time.monotonic() + 10
+    while store.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.pending == 0  # the burst paused: written without anyone asking
+    written = stored()
+    store.record(kind="cache_hit", model="m", status="hit")
+    assert len(store.query(limit=None)) == written + 1  # a query flushes first
+    store.close()
+
+
 def test_prompts_are_redacted_in_every_shape(tmp_path: Path) -> None:
     """Message lists (memoised or not) and plain-string prompts all reach the disk redacted."""
     store = TraceStore(tmp_path / "t.db")
