@@ -19,10 +19,11 @@ round (the machine is shared, so load drift hits every path alike):
 
 Then: labkit's own per-call CPU above the backend (the same grid on a scripted `FakeBackend`),
 the grid re-run from the cache (goal < 0.5 s; median of 5, each started with the trace rows
-of the run before it written), and a 400-call grid as a fresh interpreter's
-first (a new kernel's first run) beside the same grid run again there. CPU is process CPU (all threads; promptfoo's
-from its child processes) per call; a labkit run's includes writing the trace rows it queued. Goals: labkit wall <= 1.3x raw aiohttp at concurrency 50
-(same-round ratio), <= 2 ms CPU per call, faster than promptfoo.
+of the run before it written), and a 400-call grid as a fresh interpreter's first (a new
+kernel's first run) beside the same grid run again there. CPU is process CPU (all threads;
+promptfoo's from its child processes) per call; a labkit run's includes writing the trace rows
+it queued. Goals: labkit wall <= 1.3x raw aiohttp at concurrency 50 (same-round ratio),
+<= 2 ms CPU per call, faster than promptfoo.
 
 Run: ``.venv/bin/python bench/bench_grid.py [--items 500] [--rounds 3] [--profile out.prof]``
 """
