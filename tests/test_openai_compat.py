@@ -457,3 +457,64 @@ def test_the_loopback_server_streams_chunked_on_a_kept_alive_connection() -> Non
 
     first, gone = asyncio.run(before_and_after_stop())
     assert first.text == "then gone" and isinstance(gone, ProviderUnavailable)
+
+
+def _sse_body(newline: bytes) -> bytes:
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        chunk = {"id": "c1", "created": 1, "model": "m", **extra}
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + json.dumps(chunk).encode() + newline + newline
+
+    usage = {"prompt_tokens": 9, "completion_tokens": 3}
+    return b"".join(
+        [
+            b": keep-alive" + newline + newline,
+            event({"role": "assistant", "content": "Par"}),
+            b"event: message" + newline,
+            event({"content": "is, " * 300}),  # a line longer than most network reads
+            event({"content": "done."}),
+            event({}, "stop"),
+            b"data: " + json.dumps({"id": "c1", "choices": [], "usage": usage}).encode(),
+            newline + newline + b"data: [DONE]",  # no newline after the last line
+        ]
+    )
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("piece", [1, 7, 4096], ids=lambda n: f"{n}-byte-writes")
+def test_sse_lines_cut_anywhere_by_the_network_are_read_whole(newline: bytes, piece: int) -> None:
+    """The stream is read as it arrives and split into lines by the backend: a line cut
+    across reads (even a byte at a time), several events in one read, CRLF endings, comments,
+    `event:` lines and a last line without its newline give the same answer."""
+    body = _sse_body(newline)
+
+    async def scenario() -> Completion:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            writer.write(b"connection: close\r\n\r\n")  # the body ends when the socket does
+            for i in range(0, len(body), piece):
+                writer.write(body[i : i + piece])
+                await writer.drain()
+                await asyncio.sleep(0)  # a separate read for the client, mostly
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = OpenAICompatBackend(trust_env=False)
+        transport = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": KEY}
+        try:
+            return await backend.generate(
+                Request(model=MODEL, messages=MESSAGES, transport=transport)
+            )
+        finally:
+            await backend.aclose()
+            server.close()
+
+    done = asyncio.run(scenario())
+    assert done.text == "Par" + "is, " * 300 + "done."
+    assert done.finish_reason == "stop"
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (9, 3)
+    assert done.raw["id"] == "c1" and done.ttft_s is not None
