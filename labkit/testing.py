@@ -111,6 +111,8 @@ class FakeOpenAIServer:
     `reply`: a string, a list of strings used in turn, or a callable(body) -> str.
     `faults`: Faults for the first requests, in order (None = no fault for that request).
     `fault_rates`: {"429": p, "500": p, "timeout": p, "malformed": p} drawn per request.
+    `usage=False`: a stream carries no usage chunk even when asked, as llama-cpp-python's server
+    does (clients then count the tokens themselves).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class FakeOpenAIServer:
         latency: float = 0.0,
         chunk_delay: float = 0.0,
         cached_tokens: int = 0,
+        usage: bool = True,
         faults: Sequence[Fault | None] = (),
         fault_rates: dict[str, float] | None = None,
         retry_after: tuple[float, float] = (0.05, 0.2),
@@ -134,6 +137,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.chunk_delay = chunk_delay
         self.cached_tokens = cached_tokens
+        self.usage = usage
         self.faults = list(faults)
         self.fault_rates = dict(fault_rates or {})
         self.retry_after = retry_after
@@ -365,7 +369,7 @@ class FakeOpenAIServer:
                             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                         }
                     )
-                    if (body.get("stream_options") or {}).get("include_usage"):
+                    if server.usage and (body.get("stream_options") or {}).get("include_usage"):
                         self._event(
                             {
                                 "id": cid,

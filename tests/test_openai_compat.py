@@ -67,7 +67,8 @@ def _fields(done: Completion) -> dict[str, Any]:
         "raw_content": choice["message"]["content"],
         "raw_finish": choice["finish_reason"],
         "raw_usage": {k: done.raw["usage"][k] for k in ("prompt_tokens", "completion_tokens")},
-        "raw_cached": done.raw["usage"]["prompt_tokens_details"]["cached_tokens"],
+        # litellm leaves the details out (None) when the stream reported no usage
+        "raw_cached": (done.raw["usage"]["prompt_tokens_details"] or {}).get("cached_tokens", 0),
     }
 
 
@@ -89,6 +90,18 @@ def test_streamed_answer_usage_cached_tokens_cost_and_ttft_match_litellm() -> No
     assert lean_body["stream_options"] == {"include_usage": True}
     assert lean_headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in str(lean_body)
+
+
+def test_a_stream_without_usage_is_counted_as_litellm_counts_it() -> None:
+    """llama-cpp-python's server streams no usage chunk even when asked: both paths then count
+    the prompt as messages and the reply as bare text (no message framing on the reply)."""
+    reply = "Hello, welcome to my little corner of the world."
+    with FakeOpenAIServer(reply=reply, usage=False, max_lifetime=60) as s:
+        lean, lite = _both(_request(s, params={"temperature": 0}))
+    assert isinstance(lean, Completion) and isinstance(lite, Completion), (lean, lite)
+    assert _fields(lean) == _fields(lite)
+    assert 0 < lean.usage.completion_tokens <= len(reply.split()) + 2  # the text, no framing
+    assert lean.usage.prompt_tokens > 0 and lean.usage.cached_tokens == 0
 
 
 @pytest.mark.parametrize("with_schema", [True, False], ids=["json_schema", "json_object"])

@@ -114,6 +114,16 @@ def litellm_token_count(model: str, messages: list[Message]) -> int | None:
         return None
 
 
+def litellm_reply_token_count(model: str, text: str) -> int | None:
+    """Reply tokens as litellm's chunk builder counts a stream that reported no usage: the text
+    alone, without the framing a message adds; None when it cannot tell."""
+    litellm = import_litellm()
+    try:
+        return int(litellm.token_counter(model=model, text=text, count_response_tokens=True))
+    except Exception:
+        return None
+
+
 class LiteLLMBackend:
     name = "litellm"
 

@@ -221,12 +221,11 @@ class OpenAICompatBackend:
     def _usage(self, request: Request, state: _Stream) -> Usage:
         u = state.usage
         if u is None:  # the server did not report usage: count as litellm's chunk builder does
+            from .litellm_backend import litellm_reply_token_count
+
             return Usage(
                 prompt_tokens=self.count_tokens(request.model, request.messages) or 0,
-                completion_tokens=self.count_tokens(
-                    request.model, [{"role": "assistant", "content": state.text}]
-                )
-                or 0,
+                completion_tokens=litellm_reply_token_count(request.model, state.text) or 0,
             )
         details = u.get("prompt_tokens_details") or {}
         return Usage(
