@@ -473,9 +473,9 @@ def test_the_loopback_server_streams_chunked_on_a_kept_alive_connection() -> Non
 
 
 def _sse_body(newline: bytes) -> bytes:
-    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        chunk = {"id": "c1", "created": 1, "model": "m", **extra}
-        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        chunk = {"id": "c1", "created": 1, "model": "m", "choices": [choice]}
         return b"data: " + json.dumps(chunk).encode() + newline + newline
 
     usage = {"prompt_tokens": 9, "completion_tokens": 3}
