@@ -531,3 +531,50 @@ def test_sse_lines_cut_anywhere_by_the_network_are_read_whole(newline: bytes, pi
     assert done.finish_reason == "stop"
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (9, 3)
     assert done.raw["id"] == "c1" and done.ttft_s is not None
+
+
+@pytest.mark.local_model
+def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Path) -> None:
+    """The real llama-cpp-python server as a user starts it (`python -m llama_cpp.server`, its
+    own process): CRLF-separated events and no usage chunk. The lean path and litellm read the
+    same text, finish reason and token counts from it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from labkit.backends.local import gguf_path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path())]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"]
+    with log.open("wb") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+                time.sleep(0.3)
+        request = Request(
+            model="openai/smollm2",
+            messages=[{"role": "user", "content": "Say hello in five words."}],
+            params={"temperature": 0, "max_tokens": 12, "seed": 1},
+            transport={"api_base": f"http://127.0.0.1:{port}/v1", "api_key": "sk-local"},
+        )
+        _both(request)  # a fresh server's first answer can differ from its later ones
+        lean, lite = _both(request)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert isinstance(lean, Completion) and isinstance(lite, Completion), (lean, lite)
+    assert lean.text and _fields(lean) == _fields(lite)
+    assert lean.usage.completion_tokens <= 12 and lean.finish_reason in ("stop", "length")
