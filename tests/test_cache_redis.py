@@ -10,7 +10,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from labkit.cache import Cache
 from labkit.cache_stores import CacheConfig, RedisCache
@@ -37,18 +37,12 @@ KEY = "sk-test-redis-SECRET-0123456789"
 REDIS = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """A throwaway redis-server on 127.0.0.1 (no persistence), stopped by the fixture."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -250,7 +244,7 @@ def test_redis_killed_mid_grid_costs_misses_not_calls(
 def test_dead_redis_from_the_start_never_fails_a_call(
     loopback: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     client = Client(registry=_registry(loopback), cache=url, traces=tmp_path / "t.db")
     for i in range(3):
         assert client.generate(f"q{i}", model=MODEL, max_tokens=5).text.startswith("echo")
@@ -261,7 +255,7 @@ def test_dead_redis_from_the_start_never_fails_a_call(
 
 
 def test_password_never_shows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    url = f"redis://:hunter2-very-secret@127.0.0.1:{_free_port()}/0"
+    url = f"redis://:hunter2-very-secret@127.0.0.1:{free_port()}/0"
     store = RedisCache(url)
     assert "hunter2" not in repr(store)
     with caplog.at_level(logging.WARNING, logger="labkit.cache"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 
 from labkit.backends.litellm_backend import LiteLLMBackend
 from labkit.backends.openai_compat import OpenAICompatBackend
@@ -538,7 +539,6 @@ def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Pat
     """The real llama-cpp-python server as a user starts it (`python -m llama_cpp.server`, its
     own process): CRLF-separated events and no usage chunk. The lean path and litellm read the
     same text, finish reason and token counts from it."""
-    import socket
     import subprocess
     import sys
     import time
@@ -546,9 +546,7 @@ def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Pat
 
     from labkit.backends.local import gguf_path
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = tmp_path / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path())]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 
 from labkit.chunking import map_chunks
 from labkit.client import Client
@@ -48,12 +48,6 @@ def _phoenix_python() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.load(resp)
@@ -66,12 +60,12 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if python is None:
         pytest.skip("Arize Phoenix is not installed: `make phoenix` builds .venv-phoenix")
     workdir = tmp_path_factory.mktemp("phoenix")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PHOENIX_HOST": "127.0.0.1",
         "PHOENIX_PORT": str(port),
-        "PHOENIX_GRPC_PORT": str(_free_port()),
+        "PHOENIX_GRPC_PORT": str(free_port()),
         "PHOENIX_WORKING_DIR": str(workdir),
         "PHOENIX_TELEMETRY_ENABLED": "false",
     }
@@ -145,7 +139,7 @@ def test_grid_spans_in_phoenix(phoenix: str, tmp_path: Path, monkeypatch: pytest
         registry = Registry(
             models={
                 MODEL: {"api_base": server.url, "api_key_env": "LABKIT_TEST_KEY", **CAPS},
-                DEAD: {"api_base": f"http://127.0.0.1:{_free_port()}/v1", **CAPS},
+                DEAD: {"api_base": f"http://127.0.0.1:{free_port()}/v1", **CAPS},
             },
             policy={"retry": {"max_attempts": 2, "base_delay": 0.001}},
         )
@@ -266,7 +260,7 @@ def test_import_stays_light_and_env_turns_export_on(tmp_path: Path) -> None:
         return out.stdout.strip()
 
     assert run() == "False 0"
-    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens: export fails quietly
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: export fails quietly
     # export on, and still no OpenTelemetry module here: spans are built in the exporter process
     assert run(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint) == "False 1"
     assert run(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_SDK_DISABLED="true") == "False 0"
@@ -301,7 +295,7 @@ def test_span_tree_from_rows_in_any_order(tmp_path: Path) -> None:
 
     from labkit.otel_export import SpanBuilder  # what the exporter process runs
 
-    sink = SpanBuilder(OtelConfig(endpoint=f"http://127.0.0.1:{_free_port()}"))
+    sink = SpanBuilder(OtelConfig(endpoint=f"http://127.0.0.1:{free_port()}"))
     memory = InMemorySpanExporter()
     sink.processor.shutdown()
     sink.processor = SimpleSpanProcessor(memory)  # the real SDK, kept in memory for the test
