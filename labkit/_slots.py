@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 __all__ = ["GROUP_WINDOW", "Slots", "current_slots", "request_slots"]
 
-GROUP_WINDOW = 0.01
-"""Seconds a grid's finished answer may wait for others to share its commit (one commit per
-~10 answers instead of one per ~2 at concurrency 50: `bench/bench_grid.py`)."""
+GROUP_WINDOW = 0.025
+"""Seconds a grid's finished answer may wait for others to share its commit: about a dozen
+answers per commit at concurrency 50 and 100 ms latency, instead of one per ~2 without the
+window (a commit's fixed cost is several answers' worth; `bench/bench_grid.py`)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def current_slots() -> Slots | None:
 def request_slots(limit: int) -> Iterator[None]:
     """At most `limit` backend requests in flight from this context and the tasks started in
     it. Enter it on the event loop that runs the calls (the semaphore belongs to it)."""
-    token = _SLOTS.set(Slots(asyncio.Semaphore(limit), batch=max(1, limit // 4)))
+    token = _SLOTS.set(Slots(asyncio.Semaphore(limit), batch=max(1, limit // 2)))
     try:
         yield
     finally:
