@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._loop import LoopThread
 from ._parse_cache import parse_print, parse_record, stored_parse
+from ._prepared import Prepared
 from ._slots import GROUP_WINDOW, current_slots
 from .cache import cache_key, encode_entry, key_for
 from .cache_stores import CacheConfig, CacheStore, cache_store
 from .context import check_fit, count_tokens, estimate_tokens, require_fit, token_upper_bound
 from .errors import ConfigError, InputError, scrub_chain
-from .models import Registry, Resolution
+from .models import Registry
 from .otel import OtelConfig, otel_sink
 from .prompts import build_messages
 from .redact import Redactor, add_secret, map_strings, scrub_secrets
@@ -61,59 +62,6 @@ _WAIT_SLICE = 0.1  # seconds: how soon a Ctrl-C is taken while a sync call waits
 TRANSPORT_PARAMS = frozenset(
     {"timeout", "api_base", "base_url", "api_key", "extra_headers", "api_version"}
 )
-
-
-class _Prepared:
-    """Everything known before any I/O: what to ask, of which model, under which cache key."""
-
-    __slots__ = (
-        "call_id",
-        "found",
-        "json_schema",
-        "key",
-        "messages",
-        "meta",
-        "params",
-        "parse_print",
-        "resolution",
-        "sample",
-        "schema",
-        "transport",
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        self.found: tuple[Completion | None] | None = None
-        self.parse_print: str | None = None
-        for k, v in kw.items():
-            setattr(self, k, v)
-
-    def renew(self) -> _Prepared:
-        """The same call prepared again, for another run: a new call id, nothing fetched yet.
-        What it shares with this one (messages, params, meta) is never changed in place."""
-        twin = _Prepared.__new__(_Prepared)
-        for name in _SHARED:
-            setattr(twin, name, getattr(self, name))
-        twin.call_id, twin.found = new_id(), None
-        return twin
-
-    call_id: str
-    messages: list[Message]
-    params: dict[str, Any]
-    transport: dict[str, Any]
-    schema: Any
-    json_schema: dict[str, Any] | None
-    resolution: Resolution
-    sample: int
-    key: str
-    meta: dict[str, Any]
-    found: tuple[Completion | None] | None
-    """(entry or None,) fetched ahead by `Client.prefetch`; None: not fetched yet."""
-    parse_print: str | None
-    """The fingerprint its cached parse record must carry (None: not cacheable, see
-    `_parse_cache`)."""
-
-
-_SHARED = tuple(n for n in _Prepared.__slots__ if n not in ("call_id", "found"))
 
 
 class _Unset:
@@ -284,7 +232,7 @@ class Client:
         parent_id: str | None = None,
         fallbacks: Sequence[str] | None = None,
         **params: Any,
-    ) -> _Prepared:
+    ) -> Prepared:
         """Validate the arguments and work out the request; no I/O, nothing sent.
         `fallbacks` replaces the registry's fallback chain (a deployed config pins its own;
         the gate measures a model alone with `fallbacks=[]`)."""
@@ -324,7 +272,7 @@ class Client:
             bool(json_schema is not None and res.info.json_mode),
             sample,
         )
-        return _Prepared(
+        return Prepared(
             call_id=new_id(),
             messages=msgs,
             params=out_params,
@@ -362,7 +310,7 @@ class Client:
         self._schema_memo[(id(schema), confidence)] = (kept, *parts)
         return parts
 
-    def lookup(self, p: _Prepared) -> Completion | None:
+    def lookup(self, p: Prepared) -> Completion | None:
         """The cache-hit path: stored completion, flagged, parsed and traced; None on a miss."""
         if self.cache is None:
             return None
@@ -418,7 +366,7 @@ class Client:
             )
         return hit
 
-    def prefetch(self, prepared: list[_Prepared]) -> int:
+    def prefetch(self, prepared: list[Prepared]) -> int:
         """Fetch the cache entries (stored parse results included) of many prepared calls in one
         SQLite round trip; each call's `lookup` then uses what was fetched instead of its own
         query. Nothing is flagged, parsed or traced here: that stays in `lookup`, when the call
@@ -433,12 +381,27 @@ class Client:
         hits = 0
         for p in prepared:
             text = texts.get(p.key)
-            hit = self.cache.decode(p.key, text) if text is not None else None
+            hit = self._decode(p, text) if text is not None else None
             p.found = (hit,)
             hits += hit is not None
         return hits
 
-    async def agenerate_prepared(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
+    def _decode(self, p: Prepared, text: str) -> Completion | None:
+        """The cache entry `text` of `p`, decoded. A grid run again (re-run from the cache, or
+        resumed) reads the entries it read last time: when the store still holds the very text
+        this call read then, the answer is a copy of what it decoded to (the same text decodes
+        to the same answer; the copy keeps each run's per-call fields apart). A changed or
+        rewritten entry differs in its text and is decoded anew. Decoding was the largest part
+        of a cached hit."""
+        seen = p.decoded[0]
+        if seen is not None and seen[0] == text:
+            return seen[1].model_copy()
+        hit = self.cache.decode(p.key, text) if self.cache is not None else None
+        if hit is not None:
+            p.decoded[0] = (text, hit.model_copy())
+        return hit
+
+    async def agenerate_prepared(self, p: Prepared, cache: CacheMode = "use") -> Completion:
         """`agenerate` for a call already prepared (a grid prepares cells in bulk)."""
         _check_cache_mode(cache)
         if cache == "use" and (hit := self.lookup(p)) is not None:
@@ -446,7 +409,7 @@ class Client:
         result: Completion = await self._run_async(self.execute(p, cache))
         return result
 
-    async def execute(self, p: _Prepared, cache: CacheMode = "use") -> Completion:
+    async def execute(self, p: Prepared, cache: CacheMode = "use") -> Completion:
         """The miss path: policy around backend attempts; stores the answer in the cache."""
         res = p.resolution
 
@@ -627,7 +590,7 @@ class Client:
 
     def _trace_attempt(
         self,
-        p: _Prepared,
+        p: Prepared,
         model: str,
         n: int,
         req: Request,

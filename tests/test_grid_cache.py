@@ -374,6 +374,34 @@ def test_a_rerun_reuses_its_prepared_calls_while_nothing_they_came_from_changed(
     client.close()
 
 
+def test_a_rerun_decodes_only_entries_that_changed_since_the_run_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentiment = {"now": "positive"}
+    client = Client(registry=Registry(), cache_dir=tmp_path / "cache", traces=tmp_path / "t.db")
+    client.add_backend("fake", FakeBackend(lambda r: json.dumps({"sentiment": sentiment["now"]})))
+    exp = Experiment(_rows(6), PROMPTS, MODELS, schema=SCHEMA, client=client)
+    decoded: list[str] = []
+    real = Cache.decode
+    monkeypatch.setattr(Cache, "decode", lambda self, k, b: decoded.append(k) or real(self, k, b))
+    exp.run(progress=False)
+    first = exp.run(progress=False).df
+    assert len(decoded) == 24 and first["cache_hit"].all()
+    again = exp.run(progress=False).df  # the same entries: what they decoded to, copied
+    assert len(decoded) == 24 and again["cache_hit"].all()
+    assert set(again["trace_id"]).isdisjoint(first["trace_id"])
+    pd.testing.assert_frame_equal(_frame(again), _frame(first))
+
+    sentiment["now"] = "negative"  # every entry rewritten with another answer
+    exp.run(progress=False, cache="refresh")
+    changed = exp.run(progress=False).df
+    assert len(decoded) == 48 and changed["cache_hit"].all()
+    assert set(changed["parsed"].map(lambda v: v["sentiment"])) == {"negative"}
+    client.cache.clear()  # and gone: a miss, asked anew
+    assert not exp.run(progress=False).df["cache_hit"].any()
+    client.close()
+
+
 def test_cells_of_an_ab_alias_are_prepared_anew_on_every_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
