@@ -393,10 +393,11 @@ class Client:
         to the same answer; the copy keeps each run's per-call fields apart). A changed or
         rewritten entry differs in its text and is decoded anew. Decoding was the largest part
         of a cached hit."""
+        assert self.cache is not None  # only `prefetch` calls it, with a cache
         seen = p.decoded[0]
         if seen is not None and seen[0] == text:
             return seen[1].model_copy()
-        hit = self.cache.decode(p.key, text) if self.cache is not None else None
+        hit = self.cache.decode(p.key, text)
         if hit is not None:
             p.decoded[0] = (text, hit.model_copy())
         return hit
