@@ -16,13 +16,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ports import free_port
+from ports import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -117,19 +116,8 @@ class Lab:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(
-                    f"{self.url}/api/status?token={self.token}", timeout=2
-                ) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{self.log()}")
+        status = f"{self.url}/api/status?token={self.token}"
+        wait_http(status, self.proc, self.log_path, name="JupyterLab", timeout=timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

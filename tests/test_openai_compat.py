@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ports import free_port
+from ports import free_port, wait_http
 
 from labkit.backends.litellm_backend import LiteLLMBackend
 from labkit.backends.openai_compat import OpenAICompatBackend
@@ -574,8 +574,6 @@ def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Pat
     same text, finish reason and token counts from it."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     from labkit.backends.local import gguf_path
 
@@ -586,15 +584,9 @@ def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Pat
     with log.open("wb") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, log.read_text(errors="replace")[-2000:]
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
-                time.sleep(0.3)
+        wait_http(
+            f"http://127.0.0.1:{port}/v1/models", server, log, name="llama_cpp.server", timeout=90
+        )
         request = Request(
             model="openai/smollm2",
             messages=[{"role": "user", "content": "Say hello in five words."}],

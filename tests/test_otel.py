@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ports import free_port
+from ports import free_port, wait_http
 
 from labkit.chunking import map_chunks
 from labkit.client import Client
@@ -74,17 +74,11 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [python, str(ROOT / "tests/phoenix_loopback.py")], env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # a cold import of Phoenix takes a while on 2 cores
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = (workdir / "phoenix.log").read_text(errors="replace")[-3000:]
-                    pytest.fail(f"Phoenix did not start:\n{tail}")
-                time.sleep(0.5)
+        # a cold import of Phoenix takes a while on 2 cores
+        wait_http(
+            f"{url}/healthz", proc, workdir / "phoenix.log", name="Phoenix", timeout=240, poll=0.5
+        )
         yield url
     finally:
         proc.terminate()
