@@ -7,8 +7,10 @@ through `LiteLLMBackend`, gives the same Completion fields and the same error ty
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -601,3 +603,151 @@ def test_a_plain_llama_cpp_server_gives_both_paths_the_same_answer(tmp_path: Pat
     assert isinstance(lean, Completion) and isinstance(lite, Completion), (lean, lite)
     assert lean.text and _fields(lean) == _fields(lite)
     assert lean.usage.completion_tokens <= 12 and lean.finish_reason in ("stop", "length")
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _sse_events(text: str, usage: dict[str, Any]) -> bytes:
+    chunks = [
+        {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": text}}]},
+        {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"id": "c1", "created": 1, "model": "m", "choices": [], "usage": usage},
+    ]  # fmt: skip
+    events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
+    return b"".join(map(_chunked, [*events, b"data: [DONE]\n\n"]))
+
+
+def _serve_chunked(
+    *, end_after: float | None, usage: dict[str, Any] | None = None, drop_second: bool = False
+) -> tuple[Any, list[int]]:
+    """An asyncio server streaming chunked SSE on kept-alive connections. The end of each body
+    (the last chunk) follows `[DONE]` in a later packet after `end_after` seconds, as
+    uvicorn and other servers send it; None never ends it. `drop_second` closes a connection
+    when a second request arrives on it, unanswered (a keep-alive that timed out as the
+    request left). Returns (handler, connections counter)."""
+    usage = usage or {"prompt_tokens": 9, "completion_tokens": 2}
+    opened: list[int] = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened[0] += 1
+        try:
+            for n in itertools.count():
+                head = await reader.readuntil(b"\r\n\r\n")
+                if n and drop_second:
+                    writer.close()
+                    return
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+                writer.write(b"transfer-encoding: chunked\r\n\r\n")
+                writer.write(_sse_events(f"answer {opened[0]}", usage))
+                await writer.drain()
+                if end_after is None:
+                    await asyncio.sleep(3600)
+                await asyncio.sleep(end_after)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+        except asyncio.CancelledError:  # a connection the client kept open, at loop shutdown
+            writer.close()
+
+    return serve, opened
+
+
+def _run_on(
+    serve: Any, calls: int, backend: Any = None, **transport: Any
+) -> list[Completion | BaseException]:
+    """`calls` requests one after another through one backend (the lean one by default)."""
+
+    async def scenario() -> list[Completion | BaseException]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        nonlocal backend
+        backend = backend or OpenAICompatBackend(trust_env=False)
+        base = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": KEY, **transport}
+        out: list[Completion | BaseException] = []
+        try:
+            for _ in range(calls):
+                request = Request(model=MODEL, messages=MESSAGES, transport=base)
+                try:
+                    out.append(await backend.generate(request))
+                except ProviderError as exc:
+                    out.append(exc)
+        finally:
+            if hasattr(backend, "aclose"):
+                await backend.aclose()
+            server.close()
+        return out
+
+    return asyncio.run(scenario())
+
+
+def test_an_answer_reads_its_body_to_the_end_so_the_connection_is_reused() -> None:
+    """The end of a chunked body usually arrives after `[DONE]`, in a later packet. A client
+    that stops reading at `[DONE]` gets its connection closed by aiohttp instead of pooled, and
+    each next call pays a new TCP (on a real provider, TLS) handshake."""
+    serve, opened = _serve_chunked(end_after=0.05)
+    done = _run_on(serve, 3)
+    assert [d.text for d in done if isinstance(d, Completion)] == ["answer 1"] * 3, done
+    assert opened[0] == 1
+
+
+def test_a_stream_left_open_after_done_keeps_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that never ends the body after `[DONE]` costs a new connection per call, not
+    the answer, and not the wait for the request's timeout."""
+    from labkit.backends import openai_compat
+
+    monkeypatch.setattr(openai_compat, "_DRAIN_S", 0.2)
+    serve, opened = _serve_chunked(end_after=None)
+    started = time.perf_counter()
+    done = _run_on(serve, 2, timeout=60)
+    assert [d.text for d in done if isinstance(d, Completion)] == ["answer 1", "answer 2"], done
+    assert opened[0] == 2
+    assert time.perf_counter() - started < 30  # far below the 60 s timeout it must not wait out
+
+
+def test_a_request_on_a_connection_the_server_just_closed_goes_out_again() -> None:
+    """A pooled connection the server closed as the next request left (its keep-alive timed
+    out) costs nothing: the request is sent once more on a new connection."""
+    serve, opened = _serve_chunked(end_after=0, drop_second=True)
+    done = _run_on(serve, 3)
+    assert [d.text for d in done if isinstance(d, Completion)] == [
+        "answer 1",
+        "answer 2",
+        "answer 3",
+    ], done
+    assert opened[0] == 3
+
+
+@pytest.mark.parametrize(
+    ("usage", "kept"),
+    [
+        ({"prompt_tokens": "many", "completion_tokens": 2}, None),
+        ({"prompt_tokens": [9], "completion_tokens": 2}, None),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": "x"}}, None),
+        ({"prompt_tokens": "12", "completion_tokens": 2.0}, (12, 2, 0)),
+        ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": ["cached"]}, (9, 2, 0)),
+    ],
+    ids=["text", "list", "cached-text", "numeric-text", "details-list"],
+)  # fmt: skip
+def test_malformed_usage_gets_what_litellm_gives(
+    usage: dict[str, Any], kept: tuple[int, int, int] | None
+) -> None:
+    """Token counts that are not numbers are a provider error naming them, on both paths (the
+    cost would be a guess); numbers sent as text, and a breakdown that is not an object, are
+    read as litellm reads them."""
+    (lean,) = _run_on(_serve_chunked(end_after=0, usage=usage)[0], 1)
+    (lite,) = _run_on(_serve_chunked(end_after=0, usage=usage)[0], 1, backend=LiteLLMBackend())
+    assert type(lean) is type(lite), (lean, lite)
+    if kept is None:
+        assert type(lean) is ProviderUnavailable and lean.model == MODEL
+        assert "malformed usage" in str(lean)
+    else:
+        assert isinstance(lean, Completion) and isinstance(lite, Completion)
+        assert lean.text == lite.text
+        for done in (lean, lite):
+            u = done.usage
+            assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == kept
