@@ -438,6 +438,43 @@ print("litellm" in sys.modules)
     assert lines[1] == "False"
 
 
+def test_a_stream_without_usage_imports_litellms_tokenizer_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The first answer without usage (llama.cpp's server sends none) is counted by litellm,
+    whose import takes seconds of CPU: it runs in a worker thread, so the loop (and every other
+    call in flight) is not frozen for it."""
+    script = """
+import asyncio, threading
+from labkit.backends import litellm_backend
+from labkit.backends.openai_compat import OpenAICompatBackend
+from labkit.testing import FakeOpenAIServer
+from labkit.types import Request
+
+threads = []
+real = litellm_backend.import_litellm
+def spy():
+    threads.append(threading.current_thread() is threading.main_thread())
+    return real()
+litellm_backend.import_litellm = spy
+
+async def two(url):
+    backend = OpenAICompatBackend()
+    request = Request(model="openai/m", messages=[{"role": "user", "content": "Count me"}],
+                      transport={"api_base": url, "api_key": "sk-x-0123456789"})
+    out = [await backend.generate(request) for _ in range(2)]
+    await backend.aclose()
+    return out
+
+with FakeOpenAIServer(reply="one two three", usage=False, max_lifetime=60) as s:
+    done = asyncio.run(two(s.url))
+print(threads[0], all(threads[1:]), [d.usage.completion_tokens > 0 for d in done])
+"""
+    out = _python(script, tmp_path).strip()
+    # imported by a worker thread; later counts, on the loop, find it imported
+    assert out == "False True [True, True]", out
+
+
 def test_the_loopback_server_streams_chunked_on_a_kept_alive_connection() -> None:
     """As real servers do: a client reuses its connection for the next streamed request (a
     server that closed after every stream made each call pay a new TCP connect), and a stopped

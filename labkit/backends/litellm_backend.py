@@ -31,19 +31,30 @@ __all__ = [
     "LiteLLMBackend",
     "import_litellm",
     "litellm_model_info",
+    "litellm_ready",
     "litellm_token_count",
     "model_map",
 ]
 
 
+_ready = False
+
+
 def import_litellm() -> Any:
+    global _ready
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOG", "ERROR")
     import litellm
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
+    _ready = True
     return litellm
+
+
+def litellm_ready() -> bool:
+    """Whether `import_litellm` has finished (litellm is not merely being imported elsewhere)."""
+    return _ready
 
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
