@@ -447,8 +447,8 @@ def main() -> None:
                 line = []
                 for name in names:
                     # Each path starts without the garbage of the one before it: left to the
-                    # next path's collections, a labkit grid's cost the path after it (raw
-                    # aiohttp, in two of three rotated rounds) ~0.2 s of wall per 2,000 calls.
+                    # next path's collections, a labkit grid's garbage cost the path after it
+                    # (raw aiohttp, in two of three rotated rounds) ~0.2 s of wall.
                     gc.collect()
                     profiling = args.profile and name == "labkit" and c == levels[0] and r == 0
                     if profiling:

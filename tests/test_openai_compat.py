@@ -723,7 +723,7 @@ def _run_on(
 
 
 def test_an_answer_reads_its_body_to_the_end_so_the_connection_is_reused() -> None:
-    """The end of a chunked body usually arrives after `[DONE]`, in a later packet. A client
+    """The end of a chunked body often arrives after `[DONE]`, in a later packet. A client
     that stops reading at `[DONE]` gets its connection closed by aiohttp instead of pooled, and
     each next call pays a new TCP (on a real provider, TLS) handshake."""
     serve, opened = _serve_chunked(end_after=0.05)

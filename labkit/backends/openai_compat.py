@@ -401,10 +401,11 @@ async def _post(
     session: Any, url: str, data: bytes, headers: dict[str, str], timeout: float
 ) -> Any:
     """The response (its headers read) to the POST; sent once more, on another connection,
-    when the connection it went out on was closed before any answer. That is a pooled
-    connection the server had just closed (an idle keep-alive timing out as the request left,
-    e.g. uvicorn's 5 s after a first call that blocked the loop to load a tokenizer): the
-    server never read the request. aiohttp retries only idempotent methods itself."""
+    when the connection it went out on was closed before any answer. Mostly that is a pooled
+    connection the server had just closed (an idle keep-alive timing out as the request left;
+    uvicorn closes one after 5 s), which never read the request. A server that dropped a
+    request it had read gets what the policy's retry would send anyway, without the back-off.
+    aiohttp resends only idempotent methods itself."""
     import aiohttp
 
     def send() -> Any:
@@ -423,9 +424,10 @@ async def _post(
 async def _drain(content: Any) -> None:
     """Read the response body to its end after the answer is complete. The end of a chunked
     body often comes in a packet after `[DONE]`, and aiohttp closes a connection whose
-    response was not read to its end instead of pooling it: `llama_cpp.server` took 5-7
-    connections for 10 calls in a row instead of 1, the loopback server 128 for 2,000 calls at
-    concurrency 50 instead of 50. On a real provider each new one is a TCP and TLS handshake.
+    response was not read to its end instead of pooling it: `llama_cpp.server` took 5-8
+    connections for 10 calls in a row instead of 1, the loopback server 134-186 for 2,000
+    calls at concurrency 50 instead of 50 (`bench_transport`). On a real provider each new one
+    is a TCP and TLS handshake.
     Bounded by `_DRAIN_S`: a server that keeps the stream open after `[DONE]` costs a new
     connection, never the answer."""
     if content.at_eof():
