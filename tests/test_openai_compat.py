@@ -788,3 +788,25 @@ def test_malformed_usage_gets_what_litellm_gives(
         for done in (lean, lite):
             u = done.usage
             assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == kept
+
+
+def test_a_body_cut_after_done_is_a_provider_error_on_both_paths() -> None:
+    """`llama_cpp.server` ends an answer that another request interrupted with `[DONE]` and no
+    content, then drops the connection before the body's end. Both paths raise (the policy
+    retries) instead of returning an empty answer as if it were one."""
+    role = {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}  # fmt: skip
+    body = b"".join(map(_chunked, [b"data: " + json.dumps(role).encode() + b"\n\n", b"data: [DONE]\n\n"]))  # fmt: skip
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()  # no last chunk: the body never ends
+
+    (lean,) = _run_on(serve, 1)
+    (lite,) = _run_on(serve, 1, backend=LiteLLMBackend())
+    assert type(lean) is ProviderUnavailable and type(lite) is ProviderUnavailable, (lean, lite)
+    assert lean.model == lite.model == MODEL
+    assert "cut the response short" in str(lean) and "--interrupt_requests False" in str(lean)

@@ -182,7 +182,17 @@ class OpenAICompatBackend:
                 else:
                     state = _Stream()
                     ttft = await state.read(resp.content, start)
-                    await _drain(resp.content)
+                    try:
+                        await _drain(resp.content)
+                    except aiohttp.ClientPayloadError as exc:
+                        raise ProviderUnavailable(
+                            "the server cut the response short after [DONE] "
+                            f"({_scrub(str(exc), key)[:120]}); llama.cpp's server does so when "
+                            "a new request interrupts one in flight: start it with "
+                            "--interrupt_requests False, or run at concurrency 1",
+                            model=request.model,
+                            raw=type(exc).__name__,
+                        ) from None
         except ProviderError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -429,16 +439,16 @@ async def _drain(content: Any) -> None:
     calls at concurrency 50 instead of 50 (`bench_transport`). On a real provider each new one
     is a TCP and TLS handshake.
     Bounded by `_DRAIN_S`: a server that keeps the stream open after `[DONE]` costs a new
-    connection, never the answer."""
+    connection, never the answer. A body cut before its end raises, as on litellm's path:
+    `llama_cpp.server` ends an answer another request interrupted with `[DONE]` and no
+    content, then drops the connection; taken as it was, that was an empty "success"."""
     if content.at_eof():
         return
-    import aiohttp
-
     try:
         async with asyncio.timeout(_DRAIN_S):
             while await content.readany():
                 pass
-    except (TimeoutError, aiohttp.ClientError, OSError):
+    except TimeoutError:
         pass
 
 
