@@ -810,3 +810,25 @@ def test_a_body_cut_after_done_is_a_provider_error_on_both_paths() -> None:
     assert type(lean) is ProviderUnavailable and type(lite) is ProviderUnavailable, (lean, lite)
     assert lean.model == lite.model == MODEL
     assert "cut the response short" in str(lean) and "--interrupt_requests False" in str(lean)
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["body-ended", "connection-dropped"])
+def test_an_error_event_is_the_answer_even_when_the_body_is_cut(ended: bool) -> None:
+    """An error event mid-stream is mapped as it always was, whether or not the server ends the
+    body properly after it."""
+    error = {"error": {"message": "This model's maximum context length is 10 tokens.", "code": 400}}  # fmt: skip
+    body = _chunked(b"data: " + json.dumps(error).encode() + b"\n\n") + (
+        b"0\r\n\r\n" if ended else b""
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    (lean,) = _run_on(serve, 1)
+    assert type(lean) is BadRequest and lean.status == 400, lean
+    assert "maximum context length" in str(lean)

@@ -185,14 +185,15 @@ class OpenAICompatBackend:
                     try:
                         await _drain(resp.content)
                     except aiohttp.ClientPayloadError as exc:
-                        raise ProviderUnavailable(
-                            "the server cut the response short after [DONE] "
-                            f"({_scrub(str(exc), key)[:120]}); llama.cpp's server does so when "
-                            "a new request interrupts one in flight: start it with "
-                            "--interrupt_requests False, or run at concurrency 1",
-                            model=request.model,
-                            raw=type(exc).__name__,
-                        ) from None
+                        if state.error is None:  # after an error event, that is the answer
+                            raise ProviderUnavailable(
+                                "the server cut the response short after [DONE] "
+                                f"({_scrub(str(exc), key)[:120]}); llama.cpp's server does so "
+                                "when a new request interrupts one in flight: start it with "
+                                "--interrupt_requests False, or run at concurrency 1",
+                                model=request.model,
+                                raw=type(exc).__name__,
+                            ) from None
         except ProviderError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
