@@ -790,12 +790,9 @@ def test_malformed_usage_gets_what_litellm_gives(
             assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens) == kept
 
 
-def test_a_body_cut_after_done_is_a_provider_error_on_both_paths() -> None:
-    """`llama_cpp.server` ends an answer that another request interrupted with `[DONE]` and no
-    content, then drops the connection before the body's end. Both paths raise (the policy
-    retries) instead of returning an empty answer as if it were one."""
-    role = {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}  # fmt: skip
-    body = b"".join(map(_chunked, [b"data: " + json.dumps(role).encode() + b"\n\n", b"data: [DONE]\n\n"]))  # fmt: skip
+def _serve_once(body: bytes) -> Any:
+    """A server answering each connection's one request with a chunked event stream made of
+    `body` (chunks the caller made), then closing the connection."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -803,8 +800,19 @@ def test_a_body_cut_after_done_is_a_provider_error_on_both_paths() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
         writer.write(b"transfer-encoding: chunked\r\n\r\n" + body)
         await writer.drain()
-        writer.close()  # no last chunk: the body never ends
+        writer.close()
 
+    return serve
+
+
+def test_a_body_cut_after_done_is_a_provider_error_on_both_paths() -> None:
+    """`llama_cpp.server` ends an answer that another request interrupted with `[DONE]` and no
+    content, then drops the connection before the body's end. Both paths raise (the policy
+    retries) instead of returning an empty answer as if it were one."""
+    role = {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}  # fmt: skip
+    body = b"".join(map(_chunked, [b"data: " + json.dumps(role).encode() + b"\n\n", b"data: [DONE]\n\n"]))  # fmt: skip
+
+    serve = _serve_once(body)  # no last chunk: the body never ends
     (lean,) = _run_on(serve, 1)
     (lite,) = _run_on(serve, 1, backend=LiteLLMBackend())
     assert type(lean) is ProviderUnavailable and type(lite) is ProviderUnavailable, (lean, lite)
@@ -821,14 +829,6 @@ def test_an_error_event_is_the_answer_even_when_the_body_is_cut(ended: bool) -> 
         b"0\r\n\r\n" if ended else b""
     )
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
-        writer.write(b"transfer-encoding: chunked\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
-
-    (lean,) = _run_on(serve, 1)
+    (lean,) = _run_on(_serve_once(body), 1)
     assert type(lean) is BadRequest and lean.status == 400, lean
     assert "maximum context length" in str(lean)
