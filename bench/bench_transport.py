@@ -24,7 +24,7 @@ from typing import Any
 from bench_grid import ROOT, child_json
 
 SCENARIO = """
-import asyncio, json, os, subprocess, sys, tempfile, time, urllib.request
+import asyncio, json, os, subprocess, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1] + "/bench")
 import bench_grid as b
@@ -86,20 +86,18 @@ server.stdin.close()
 
 if sys.argv[2] == "llama":
     from labkit.backends.local import gguf_path
-    sys.path.insert(0, sys.argv[1] + "/tests")
-    from ports import free_port
+    sys.path.insert(0, sys.argv[3] + "/tests")  # the helpers of the bench's own checkout
+    from ports import free_port, wait_http
 
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()),
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"]
-    llama = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(tempfile.mkdtemp()) / "llama_cpp.server.log"
+    with log.open("wb") as sink:
+        llama = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/v1/models"
+        wait_http(url, llama, log, name="llama_cpp.server", timeout=120)
         base = {"api_base": f"http://127.0.0.1:{port}/v1", "api_key": key}
         calls = [
             Request(model="openai/smollm2", messages=[{"role": "user", "content": f"Say hi {i}"}],
@@ -131,7 +129,7 @@ print(json.dumps(out))
 
 
 def run(root: Path, llama: bool) -> dict[str, Any]:
-    got: dict[str, Any] = child_json(SCENARIO, str(root), "llama" if llama else "-")
+    got: dict[str, Any] = child_json(SCENARIO, str(root), "llama" if llama else "-", str(ROOT))
     assert Path(got["labkit"]).resolve().is_relative_to(root.resolve()), got["labkit"]
     return got
 

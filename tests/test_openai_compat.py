@@ -512,6 +512,12 @@ def test_the_loopback_server_streams_chunked_on_a_kept_alive_connection() -> Non
     assert first.text == "then gone" and isinstance(gone, ProviderUnavailable)
 
 
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    """Read one HTTP request, head and body, from a test server's connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+
+
 def _sse_body(newline: bytes) -> bytes:
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -543,9 +549,7 @@ def test_sse_lines_cut_anywhere_by_the_network_are_read_whole(newline: bytes, pi
 
     async def scenario() -> Completion:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
+            await _read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
             writer.write(b"connection: close\r\n\r\n")  # the body ends when the socket does
             for i in range(0, len(body), piece):
@@ -671,12 +675,10 @@ def _serve_chunked(
         opened[0] += 1
         try:
             for n in itertools.count():
-                head = await reader.readuntil(b"\r\n\r\n")
+                await _read_request(reader)
                 if n and drop_second:
                     writer.close()
                     return
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
                 writer.write(b"transfer-encoding: chunked\r\n\r\n")
                 writer.write(_sse_events(f"answer {opened[0]}", usage))
@@ -795,8 +797,7 @@ def _serve_once(body: bytes) -> Any:
     `body` (chunks the caller made), then closing the connection."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+        await _read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
         writer.write(b"transfer-encoding: chunked\r\n\r\n" + body)
         await writer.drain()
